@@ -1,0 +1,39 @@
+"""Shared fixtures: small grids with coasts, islands, bays and periodic axes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from diffnorm.grid import Grid
+from diffnorm.operator import stiffness_matrix
+
+
+def make_grid(ny=14, nx=18, periodic_x=False, periodic_y=False, seed=0, land=0.15, scale=1.0) -> Grid:
+    """Random areas/diffusivities, a random coast, an island and a one-cell bay."""
+    rng = np.random.default_rng(seed)
+    mask = rng.random((ny, nx)) > land
+    mask[ny // 2 - 1: ny // 2 + 1, nx // 2 - 1: nx // 2 + 1] = False  # island
+    mask[0, :] = False  # coast along the south
+    mask[1, 2] = True  # one-cell bay opening north
+    mask[1, 1] = mask[1, 3] = False
+    area = rng.uniform(0.5, 2.0, (ny, nx))
+    diff_x = scale * rng.uniform(0.1, 1.5, (ny, nx))
+    diff_y = scale * rng.uniform(0.1, 1.5, (ny, nx))
+    return Grid(mask, area, diff_x, diff_y, periodic_x, periodic_y)
+
+
+def dense_gamma(grid: Grid, steps: int) -> np.ndarray:
+    """Textbook γ from dense matrices: diag(L^{1/2} W⁻¹ L^{T/2})^{-1/2} (SPEC §2)."""
+    K = stiffness_matrix(grid).toarray()
+    W = np.diag(grid.area[grid.mask])
+    L1 = np.linalg.solve(W + K, W)
+    Lh = np.linalg.matrix_power(L1, steps // 2)
+    V = Lh @ np.linalg.inv(W) @ Lh.T
+    return grid.to_field(1.0 / np.sqrt(np.diag(V)))
+
+
+@pytest.fixture(params=[(False, False), (True, False), (False, True), (True, True)], ids=lambda p: f"px{int(p[0])}py{int(p[1])}")
+def small_grid(request) -> Grid:
+    px, py = request.param
+    return make_grid(periodic_x=px, periodic_y=py, seed=int(px) + 2 * int(py))

@@ -1,0 +1,44 @@
+import numpy as np
+import xarray as xr
+
+from diffnorm.cli import main
+from diffnorm.io import read_gamma
+from diffnorm.normalization import exact_normalization
+from tests.conftest import make_grid
+
+
+def test_coast_normalize_metrics_pipeline(tmp_path, capsys):
+    grid_file = tmp_path / "g.nc"
+    assert main(["grid", "coast", "--lat", "-40", "-30", "--lon", "150", "160", "--res", "1", "-o", str(grid_file)]) == 0
+    with xr.open_dataset(grid_file) as ds:
+        assert set(ds.data_vars) >= {"mask", "area", "diff_x", "diff_y"} and ds.attrs["periodic_x"] == 0
+        mask = ds["mask"].values.astype(bool)
+    assert 0 < mask.sum() < mask.size  # Tasman sea with the Australian coast
+    exact, rand = tmp_path / "e.nc", tmp_path / "r.nc"
+    assert main(["normalize", str(grid_file), "--steps", "4", "-o", str(exact), "--no-progress"]) == 0
+    assert main(["normalize", str(grid_file), "--steps", "4", "--method", "randomized", "--samples", "200",
+                 "--seed", "3", "-o", str(rand), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "exact:" in out and " s " in out
+    with xr.open_dataset(rand) as ds:
+        assert ds["gamma"].attrs["method"] == "randomized" and ds["gamma"].attrs["samples"] == 200
+        assert ds["gamma"].attrs["seed"] == 3 and ds["gamma"].attrs["steps"] == 4
+    g = read_gamma(exact)
+    assert np.array_equal(np.isnan(g), ~mask)
+    assert main(["metrics", str(rand), str(exact)]) == 0
+    lines = dict(line.split() for line in capsys.readouterr().out.strip().splitlines())
+    assert 0.5 * np.sqrt(2 / 200) < float(lines["rmse"]) < 1.5 * np.sqrt(2 / 200)
+
+
+def test_normalize_matches_library_and_errors_leave_no_file(tmp_path, capsys):
+    g = make_grid(periodic_x=True)
+    g.to_netcdf(tmp_path / "g.nc")
+    out = tmp_path / "out.nc"
+    assert main(["normalize", str(tmp_path / "g.nc"), "--steps", "6", "-o", str(out), "--no-progress"]) == 0
+    np.testing.assert_allclose(read_gamma(out), exact_normalization(g, 6), rtol=1e-12)
+    bad = tmp_path / "bad.nc"
+    assert main(["normalize", str(tmp_path / "g.nc"), "--steps", "5", "-o", str(bad)]) == 1
+    assert "even integer" in capsys.readouterr().err
+    assert not bad.exists() and not list(tmp_path.glob(".bad.nc*"))
+    assert main(["normalize", str(tmp_path / "absent.nc"), "--steps", "4", "-o", str(bad)]) == 1
+    assert not bad.exists()

@@ -1,0 +1,91 @@
+import numpy as np
+import pytest
+
+from diffnorm.grid import Grid
+from diffnorm.metrics import sample_metrics
+from diffnorm.normalization import (
+    analytic_normalization,
+    bruteforce_normalization,
+    exact_normalization,
+    normalize,
+    randomized_normalization,
+)
+from diffnorm.operator import DiffusionOperator, stiffness_matrix
+from tests.conftest import dense_gamma, make_grid
+
+
+@pytest.mark.parametrize("steps", [2, 10])
+def test_bruteforce_and_exact_match_dense(small_grid, steps):
+    ref = dense_gamma(small_grid, steps)
+    for gamma in (bruteforce_normalization(small_grid, steps, block=7), exact_normalization(small_grid, steps)):
+        assert np.array_equal(np.isnan(gamma), ~small_grid.mask)
+        np.testing.assert_allclose(gamma[small_grid.mask] ** 2, ref[small_grid.mask] ** 2, rtol=1e-10)
+
+
+@pytest.mark.parametrize("periodic", [(False, False), (True, False), (True, True)])
+@pytest.mark.parametrize("steps", [2, 10])
+def test_probing_runs_and_matches_bruteforce_on_larger_grids(periodic, steps):
+    # small diffusivities -> short kernels -> the lattice has far fewer probes than cells
+    g = make_grid(48, 60, *periodic, seed=3, scale=0.1)
+    gamma, report = exact_normalization(g, steps, return_report=True)
+    assert report.n_probes < g.n_ocean / 3
+    ref = bruteforce_normalization(g, steps)
+    np.testing.assert_allclose(gamma[g.mask] ** 2, ref[g.mask] ** 2, rtol=1e-10)
+    assert report.max_checked_error < 1e-10
+
+
+def test_normalized_correlation_is_symmetric_with_unit_diagonal():
+    g = make_grid(periodic_x=True)
+    steps = 4
+    gamma = exact_normalization(g, steps)[g.mask]
+    K = stiffness_matrix(g).toarray()
+    W = np.diag(g.area[g.mask])
+    Lh = np.linalg.matrix_power(np.linalg.solve(W + K, W), steps // 2)
+    C = np.diag(gamma) @ Lh @ np.linalg.inv(W) @ Lh.T @ np.diag(gamma)
+    np.testing.assert_allclose(C, C.T, atol=1e-12)
+    np.testing.assert_allclose(np.diag(C), 1.0, rtol=1e-10)
+    # the operator-based correlation agrees with the dense one
+    op = DiffusionOperator(g, steps)
+    np.testing.assert_allclose(op.apply_correlation(np.eye(g.n_ocean)[:, :4], gamma), C[:, :4], atol=1e-12)
+
+
+def test_randomized_error_scales_like_sqrt_2_over_n():
+    g = make_grid(20, 24, periodic_x=True, seed=5)
+    ref = exact_normalization(g, 6)
+    rmse = {}
+    for n in (50, 800):
+        est = randomized_normalization(g, 6, samples=n, seed=1, block=64)
+        rmse[n] = sample_metrics(est, ref)["rmse"]
+        # ε = v̂/v − 1 has variance 2/N for Gaussian samples (γ̂² ∝ 1/v̂, first order)
+        assert 0.7 * np.sqrt(2 / n) < rmse[n] < 1.3 * np.sqrt(2 / n)
+    assert 3.0 < rmse[50] / rmse[800] < 5.3  # sqrt(16) = 4
+    # reproducible from the seed, different for another seed
+    a = randomized_normalization(g, 6, samples=10, seed=7)
+    np.testing.assert_array_equal(a, randomized_normalization(g, 6, samples=10, seed=7))
+    assert not np.allclose(a[g.mask], randomized_normalization(g, 6, samples=10, seed=8)[g.mask])
+
+
+def test_analytic_matches_exact_far_from_coasts():
+    n = 44
+    a = 4.0
+    mask = np.ones((n, n))
+    mask[:, :4] = 0  # a coast along the west
+    g = Grid(mask, np.full((n, n), 2.0), np.full((n, n), a), np.full((n, n), a), periodic_x=False, periodic_y=True)
+    exact, analytic = exact_normalization(g, 10), analytic_normalization(g, 10)
+    far = np.zeros_like(g.mask)
+    far[:, 20:28] = True
+    np.testing.assert_allclose(analytic[far], exact[far], rtol=0.01)
+    near = np.zeros_like(g.mask)
+    near[:, 4] = True
+    assert np.all(exact[near] / analytic[near] < 0.8)  # the wall halves the spread: analytic is wrong there
+
+
+def test_normalize_dispatch_and_errors():
+    g = make_grid()
+    with pytest.raises(ValueError, match="unknown method"):
+        normalize(g, 2, "magic")
+    with pytest.raises(ValueError, match="even integer"):
+        normalize(g, 3, "exact")
+    with pytest.raises(ValueError, match="samples"):
+        randomized_normalization(g, 2, samples=0)
+    np.testing.assert_allclose(normalize(g, 2, "bruteforce"), normalize(g, 2, "exact"), rtol=1e-10)

@@ -33,7 +33,10 @@ def dense_gamma(grid: Grid, steps: int) -> np.ndarray:
     return grid.to_field(1.0 / np.sqrt(np.diag(V)))
 
 
-@pytest.fixture(params=[(False, False), (True, False), (False, True), (True, True)], ids=lambda p: f"px{int(p[0])}py{int(p[1])}")
+PERIODIC_CASES = [(False, False), (True, False), (False, True), (True, True)]
+
+
+@pytest.fixture(params=PERIODIC_CASES, ids=lambda p: f"px{int(p[0])}py{int(p[1])}")
 def small_grid(request) -> Grid:
     px, py = request.param
     return make_grid(periodic_x=px, periodic_y=py, seed=int(px) + 2 * int(py))

@@ -9,7 +9,8 @@ from tests.conftest import make_grid
 
 def test_coast_normalize_metrics_pipeline(tmp_path, capsys):
     grid_file = tmp_path / "g.nc"
-    assert main(["grid", "coast", "--lat", "-40", "-30", "--lon", "150", "160", "--res", "1", "-o", str(grid_file)]) == 0
+    args = ["grid", "coast", "--lat", "-40", "-30", "--lon", "150", "160", "--res", "1", "-o", str(grid_file)]
+    assert main(args) == 0
     with xr.open_dataset(grid_file) as ds:
         assert set(ds.data_vars) >= {"mask", "area", "diff_x", "diff_y"} and ds.attrs["periodic_x"] == 0
         mask = ds["mask"].values.astype(bool)

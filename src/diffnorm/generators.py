@@ -36,3 +36,129 @@ def length_scale_field(shape: tuple[int, int], seed: int | None, min_cells: floa
 def kappa_dt_from_length_scale(length_cells: np.ndarray, dx: np.ndarray, dy: np.ndarray, steps: int) -> np.ndarray:
     """``κΔt = L² dx dy / (2M)`` so that M steps spread over ~L cells."""
     return length_cells**2 * dx * dy / (2.0 * steps)
+
+
+# -- diffusivity generators ---------------------------------------------------------------
+GENERATORS = ("constant", "isotropic", "anisotropic", "equatorial", "study")
+
+_DEFAULTS = {
+    "constant": {"length": 2.5, "units": "cells"},
+    "isotropic": {"min_length": 1.5, "max_length": 4.0, "smoothing": 10.0, "units": "cells"},
+    "anisotropic": {"min_length_x": 1.5, "max_length_x": 6.0, "min_length_y": 1.0, "max_length_y": 3.0,
+                    "smoothing": 10.0, "units": "cells"},
+    "equatorial": {"min_length": 1.5, "max_length": 4.0, "smoothing": 10.0, "units": "cells",
+                   "band_width": 6.0, "band_amplitude": 15.0, "preserve_mean": True},
+    # the seed study's sphere samples, as measured on its shipped file: ℓ of 125-290 km, band ratio 15
+    "study": {"min_length": 125.0, "max_length": 290.0, "smoothing": 10.0, "units": "km",
+              "band_width": 6.0, "band_amplitude": 15.0, "preserve_mean": True},
+}
+
+
+def generator_params(generator: str, params: dict | None = None) -> dict:
+    """The full parameter set of ``generator``: defaults overridden by ``params`` (unknown keys are errors)."""
+    if generator not in _DEFAULTS:
+        raise ValueError(f"unknown diffusivity generator {generator!r}; choose one of {', '.join(GENERATORS)}")
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(_DEFAULTS[generator]))
+    if unknown:
+        raise ValueError(f"unknown parameter(s) for generator {generator!r}: {', '.join(unknown)}; "
+                         f"known: {', '.join(_DEFAULTS[generator])}")
+    out = {**_DEFAULTS[generator], **params}
+    if out["units"] not in ("cells", "km"):
+        raise ValueError(f"units must be 'cells' or 'km', got {out['units']!r}")
+    return out
+
+
+def equatorial_enhancement(lat: np.ndarray, width: float = 6.0, amplitude: float = 15.0) -> np.ndarray:
+    """Zonal/meridional anisotropy ratio ``r = 1 + (A−1)·exp(−(φ/w)²)`` (φ, w in degrees).
+
+    ``A`` at the equator, 1 + (A−1)/e at ±w, below 1.1 beyond ±2w (≈ ±10° for the defaults).
+    Fitted on the seed study's shipped sample, whose κx/κy is about 14 at 2.5°, 10 at 3.5°,
+    3.6 at 8.5° and 1 beyond 14°.
+    """
+    if width <= 0 or amplitude < 1:
+        raise ValueError(f"need band_width > 0 and band_amplitude >= 1, got {width}, {amplitude}")
+    lat = np.asarray(lat, dtype=np.float64)
+    return 1.0 + (amplitude - 1.0) * np.exp(-((lat / width) ** 2))
+
+
+def _kappa_dt(length: np.ndarray, cell: np.ndarray, units: str, steps: int) -> np.ndarray:
+    """``κΔt = ℓ²/(2M)`` with ℓ the length in metres (cells × local cell size, or km × 1000)."""
+    metres = length * cell if units == "cells" else length * 1000.0
+    return metres**2 / (2.0 * steps)
+
+
+def generate_grid(geometry, mask: np.ndarray, generator: str = "isotropic", params: dict | None = None,
+                  seed: int | None = 0, steps: int = 10):
+    """A :class:`~diffnorm.grid.Grid` with seeded random face diffusivities (stable entry point of data sets).
+
+    ``geometry`` is any family geometry (:mod:`diffnorm.families`: ``LatLonGeometry``,
+    ``SphereGeometry``, ``CurvilinearGeometry``), ``mask`` its ocean mask. A correlation length
+    ``ℓ`` (the standard deviation, in metres, of the Gaussian a point spreads into after ``steps``
+    implicit steps) becomes ``κΔt = ℓ²/(2M)`` at cell centres, then ``diff = κ_face·Δt·factor``
+    (SPEC §1, faces by averaging). Lengths in ``units="cells"`` are multiplied by the local cell
+    size: ``sqrt(dx·dy)`` for isotropic fields, ``dx`` (``dy``) for the x (y) length of anisotropic ones;
+    ``units="km"`` are absolute.
+
+    Generators (parameters and defaults in :func:`generator_params`):
+
+    - ``constant``: ``ℓ = length`` everywhere;
+    - ``isotropic``: ``ℓ(x)`` a smooth random field between ``min_length`` and ``max_length``
+      (:func:`length_scale_field`: Gaussian noise smoothed over ``smoothing`` cells, standardized,
+      pushed through a logistic onto ``[log min, log max]``, so log ℓ is roughly uniform in the middle
+      of the range with tails compressed towards the bounds);
+    - ``anisotropic``: independent fields ``ℓx`` in ``[min_length_x, max_length_x]`` and ``ℓy`` in
+      ``[min_length_y, max_length_y]``, κx from ℓx and κy from ℓy;
+    - ``equatorial``: ``isotropic``, stretched zonally by the ratio ``r`` of
+      :func:`equatorial_enhancement` (``band_amplitude`` = 15 at the equator, Gaussian of width
+      ``band_width`` = 6°, negligible beyond ±12°): with ``preserve_mean`` (default, as the study's
+      file shows) ``κx = κ·√r``, ``κy = κ/√r`` so ``sqrt(κx κy)`` is unchanged and κx/κy = r;
+      otherwise ``κx = κ·r``, ``κy = κ``. Needs a geometry with latitudes;
+    - ``study``: ``equatorial`` with the seed study's values measured on its shipped sample:
+      ℓ between 125 and 290 km (``units="km"``), ratio 15, width 6°.
+
+    On the ``sphere`` family this gives ``diff_y ∝ κ cos φ`` and ``diff_x ∝ κ / cos φ`` as in the study.
+    The same ``(geometry, mask, generator, params, seed, steps)`` gives bit-identical output.
+    Metadata (``generator``, ``generator_params`` as JSON, ``seed``, ``steps``) go into ``grid.attrs``.
+    """
+    import json
+
+    from .families import grid_from_kappa
+    from .operator import check_steps
+
+    steps = check_steps(steps)
+    p = generator_params(generator, params)
+    shape = tuple(geometry.shape)
+    mask = np.asarray(mask)
+    if mask.shape != shape:
+        raise ValueError(f"mask has shape {mask.shape} but the geometry has shape {shape}")
+    px, py = bool(geometry.periodic_x), bool(getattr(geometry, "periodic_y", False))
+    seeds = np.random.SeedSequence(seed).spawn(2)
+    dx, dy = geometry.dx(), geometry.dy()
+    if generator == "constant":
+        if p["length"] <= 0:
+            raise ValueError(f"length must be > 0, got {p['length']}")
+        kx = ky = _kappa_dt(np.full(shape, float(p["length"])), np.sqrt(dx * dy), p["units"], steps)
+    elif generator in ("isotropic", "equatorial", "study"):
+        length = length_scale_field(shape, np.random.default_rng(seeds[0]), p["min_length"], p["max_length"],
+                                    p["smoothing"], px, py)
+        kx = ky = _kappa_dt(length, np.sqrt(dx * dy), p["units"], steps)
+        if generator != "isotropic":
+            lat = geometry.lat2d() if hasattr(geometry, "lat2d") else None
+            if lat is None:
+                raise ValueError(f"the {generator} generator needs a geometry with latitudes")
+            ratio = equatorial_enhancement(lat, p["band_width"], p["band_amplitude"])
+            if p["preserve_mean"]:
+                kx, ky = kx * np.sqrt(ratio), ky / np.sqrt(ratio)
+            else:
+                kx = kx * ratio
+    else:  # anisotropic
+        lx = length_scale_field(shape, np.random.default_rng(seeds[0]), p["min_length_x"], p["max_length_x"],
+                                p["smoothing"], px, py)
+        ly = length_scale_field(shape, np.random.default_rng(seeds[1]), p["min_length_y"], p["max_length_y"],
+                                p["smoothing"], px, py)
+        kx = _kappa_dt(lx, dx, p["units"], steps)
+        ky = _kappa_dt(ly, dy, p["units"], steps)
+    attrs = {"generator": generator, "generator_params": json.dumps(p, sort_keys=True),
+             "seed": -1 if seed is None else int(seed), "steps": steps}
+    return grid_from_kappa(geometry, mask, kx, ky, attrs=attrs)

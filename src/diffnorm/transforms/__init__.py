@@ -1,0 +1,22 @@
+"""Data transforms for learning: standardization and C-grid-consistent symmetry augmentation."""
+
+from .augmentation import (
+    TRANSFORMS,
+    augment_and_standardize,
+    augment_arrays,
+    augment_cell_field,
+    augment_grid,
+    augment_sample,
+)
+from .standardization import MODES, Standardizer
+
+__all__ = [
+    "MODES",
+    "TRANSFORMS",
+    "Standardizer",
+    "augment_and_standardize",
+    "augment_arrays",
+    "augment_cell_field",
+    "augment_grid",
+    "augment_sample",
+]

@@ -66,6 +66,12 @@ def generator_params(generator: str, params: dict | None = None) -> dict:
     out = {**_DEFAULTS[generator], **params}
     if out["units"] not in ("cells", "km"):
         raise ValueError(f"units must be 'cells' or 'km', got {out['units']!r}")
+    for suffix in ("", "_x", "_y"):
+        lo, hi = out.get(f"min_length{suffix}"), out.get(f"max_length{suffix}")
+        if lo is not None and not 0 < lo <= hi:
+            raise ValueError(f"need 0 < min_length{suffix} <= max_length{suffix}, got {lo}, {hi}")
+    if out.get("smoothing", 1.0) <= 0:
+        raise ValueError(f"smoothing must be > 0 cells, got {out['smoothing']}")
     return out
 
 

@@ -78,7 +78,7 @@ def generator_params(generator: str, params: dict | None = None) -> dict:
 def equatorial_enhancement(lat: np.ndarray, width: float = 6.0, amplitude: float = 15.0) -> np.ndarray:
     """Zonal/meridional anisotropy ratio ``r = 1 + (A−1)·exp(−(φ/w)²)`` (φ, w in degrees).
 
-    ``A`` at the equator, 1 + (A−1)/e at ±w, below 1.1 beyond ±2w (≈ ±10° for the defaults).
+    ``A`` at the equator, 1 + (A−1)/e at ±w (6.2 for the defaults), 1 + (A−1)/e⁴ at ±2w (1.26).
     Fitted on the seed study's shipped sample, whose κx/κy is about 14 at 2.5°, 10 at 3.5°,
     3.6 at 8.5° and 1 beyond 14°.
     """

@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES = ("core",)
+COMMAND_MODULES = ("core", "dataset")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,6 +6,7 @@ import pytest
 from diffnorm.families import CurvilinearGeometry, latlon_geometry, sphere_geometry
 from diffnorm.generators import (
     GENERATORS,
+    coastal_weight,
     equatorial_enhancement,
     generate_grid,
     generator_params,
@@ -91,7 +92,8 @@ def test_equatorial_band_ratio():
 
 def test_study_generator_on_the_sphere():
     geo, mask = sphere_geometry(res=3.0)
-    grid = generate_grid(geo, mask, "study", {"min_length": 200.0, "max_length": 200.0}, steps=STEPS)
+    grid = generate_grid(geo, mask, "study", {"min_length": 200.0, "max_length": 200.0, "coast_length": None},
+                         steps=STEPS)
     kappa = 200e3**2 / (2 * STEPS)
     lat = geo.lat[:, None]
     far = np.abs(lat[:, 0]) > 30
@@ -99,6 +101,25 @@ def test_study_generator_on_the_sphere():
     np.testing.assert_allclose((grid.diff_x * np.cos(np.deg2rad(lat)))[far], kappa, rtol=1e-9)
     np.testing.assert_allclose((grid.diff_y / np.cos(np.deg2rad(lat + 1.5)))[far][:, :], kappa, rtol=1e-9)
     assert grid.periodic_x and grid.diff_x[geo.lat.size // 2].max() > 3.5 * kappa
+
+
+def test_coastal_reduction():
+    geo, mask = _plane(20, 24, size=1000.0, periodic_x=True)
+    mask[8:11, 10:14] = False  # an island; walls north and south
+    params = {"min_length": 4.0, "max_length": 4.0, "coast_length": 1.0, "coast_ramp": [1.0, 4.0]}
+    grid = generate_grid(geo, mask, "isotropic", params, steps=STEPS)
+    weight = coastal_weight(mask, (1.0, 4.0), periodic_x=True)
+    kappa = (1e3**2 + (16e6 - 1e6) * weight) / (2 * STEPS)  # κΔt at cell centres, unit-ratio faces
+    np.testing.assert_allclose(grid.diff_x, 0.5 * (kappa + np.roll(kappa, -1, axis=1)), rtol=1e-13)
+    assert weight[9, 9] == 0 and weight[9, 5] == 1 and weight[9, 7] == pytest.approx(2 / 3)
+    assert weight[0, 0] == 0  # the southern wall is a coast
+    study = generator_params("study")
+    assert study["coast_length"] == 124.5 and study["units"] == "km"
+    an = generate_grid(geo, mask, "anisotropic", {"coast_length": 0.5}, seed=2, steps=STEPS)
+    near = np.isclose(weight, 0) & an.active_x & np.roll(np.isclose(weight, 0), -1, axis=1)
+    np.testing.assert_allclose(an.diff_x[near], 500.0**2 / (2 * STEPS))
+    with pytest.raises(ValueError, match="coast_ramp"):
+        generate_grid(geo, mask, "isotropic", {"coast_length": 1.0, "coast_ramp": [3.0, 2.0]})
 
 
 def test_generator_errors():

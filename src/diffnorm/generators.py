@@ -43,14 +43,18 @@ GENERATORS = ("constant", "isotropic", "anisotropic", "equatorial", "study")
 
 _DEFAULTS = {
     "constant": {"length": 2.5, "units": "cells"},
-    "isotropic": {"min_length": 1.5, "max_length": 4.0, "smoothing": 10.0, "units": "cells"},
+    "isotropic": {"min_length": 1.5, "max_length": 4.0, "smoothing": 10.0, "units": "cells",
+                  "coast_length": None, "coast_ramp": [2.0, 5.0]},
     "anisotropic": {"min_length_x": 1.5, "max_length_x": 6.0, "min_length_y": 1.0, "max_length_y": 3.0,
-                    "smoothing": 10.0, "units": "cells"},
+                    "smoothing": 10.0, "units": "cells", "coast_length": None, "coast_ramp": [2.0, 5.0]},
     "equatorial": {"min_length": 1.5, "max_length": 4.0, "smoothing": 10.0, "units": "cells",
+                   "coast_length": None, "coast_ramp": [2.0, 5.0],
                    "band_width": 6.0, "band_amplitude": 15.0, "preserve_mean": True},
-    # the seed study's sphere samples, as measured on its shipped file: ℓ of 125-290 km, band ratio 15
-    "study": {"min_length": 125.0, "max_length": 290.0, "smoothing": 10.0, "units": "km",
-              "band_width": 6.0, "band_amplitude": 15.0, "preserve_mean": True},
+    # the seed study's sphere samples, as measured on its shipped file (docs/datasets.md): open-ocean ℓ of
+    # 224-271 km (median 246) correlated over ~5 cells, ℓ = 124.5 km within 2 cells of the coast, zonal band ratio 16
+    "study": {"min_length": 224.0, "max_length": 271.0, "smoothing": 5.5, "units": "km",
+              "coast_length": 124.5, "coast_ramp": [2.0, 5.0],
+              "band_width": 6.0, "band_amplitude": 16.0, "preserve_mean": True},
 }
 
 
@@ -72,7 +76,25 @@ def generator_params(generator: str, params: dict | None = None) -> dict:
             raise ValueError(f"need 0 < min_length{suffix} <= max_length{suffix}, got {lo}, {hi}")
     if out.get("smoothing", 1.0) <= 0:
         raise ValueError(f"smoothing must be > 0 cells, got {out['smoothing']}")
+    if out.get("coast_length") is not None:
+        if not out["coast_length"] > 0:
+            raise ValueError(f"coast_length must be > 0 (or None), got {out['coast_length']}")
+        ramp = out["coast_ramp"]
+        if len(ramp) != 2 or not 0 <= ramp[0] < ramp[1]:
+            raise ValueError(f"coast_ramp must be [d0, d1] with 0 <= d0 < d1 cells, got {ramp}")
+        out["coast_ramp"] = [float(ramp[0]), float(ramp[1])]
     return out
+
+
+def coastal_weight(mask: np.ndarray, ramp, periodic_x: bool = False, periodic_y: bool = False) -> np.ndarray:
+    """``clip((d − d0)/(d1 − d0), 0, 1)`` with ``d`` the Manhattan distance to the coast in cells
+    (:func:`diffnorm.features.signed_distance`, walls count as coast): 0 up to ``d0`` cells from
+    land, 1 from ``d1`` on, linear between."""
+    from .features import signed_distance
+
+    d = signed_distance(mask, "manhattan", periodic_x, periodic_y)
+    d0, d1 = ramp
+    return np.clip((d - d0) / (d1 - d0), 0.0, 1.0)
 
 
 def equatorial_enhancement(lat: np.ndarray, width: float = 6.0, amplitude: float = 15.0) -> np.ndarray:
@@ -121,7 +143,13 @@ def generate_grid(geometry, mask: np.ndarray, generator: str = "isotropic", para
       file shows) ``κx = κ·√r``, ``κy = κ/√r`` so ``sqrt(κx κy)`` is unchanged and κx/κy = r;
       otherwise ``κx = κ·r``, ``κy = κ``. Needs a geometry with latitudes;
     - ``study``: ``equatorial`` with the seed study's values measured on its shipped sample:
-      ℓ between 125 and 290 km (``units="km"``), ratio 15, width 6°.
+      open-ocean ℓ between 224 and 271 km (median 246) (``units="km"``, ``smoothing`` 5.5 cells), reduced to
+      124.5 km near coasts, ratio 16, width 6°.
+
+    Coastal reduction (``isotropic``, ``anisotropic``, ``equatorial``, ``study``): with
+    ``coast_length`` set (same units), κ goes linearly from the coast value (ℓ = ``coast_length``)
+    at ``coast_ramp[0]`` cells (Manhattan) from land to the random value at ``coast_ramp[1]``
+    cells (:func:`coastal_weight`); before the equatorial stretch. Off (``None``) by default.
 
     On the ``sphere`` family this gives ``diff_y ∝ κ cos φ`` and ``diff_x ∝ κ / cos φ`` as in the study.
     The same ``(geometry, mask, generator, params, seed, steps)`` gives bit-identical output.
@@ -149,6 +177,10 @@ def generate_grid(geometry, mask: np.ndarray, generator: str = "isotropic", para
         length = length_scale_field(shape, np.random.default_rng(seeds[0]), p["min_length"], p["max_length"],
                                     p["smoothing"], px, py)
         kx = ky = _kappa_dt(length, np.sqrt(dx * dy), p["units"], steps)
+        if p["coast_length"] is not None:
+            weight = coastal_weight(mask, p["coast_ramp"], px, py)
+            k_coast = _kappa_dt(np.full(shape, float(p["coast_length"])), np.sqrt(dx * dy), p["units"], steps)
+            kx = ky = k_coast + (kx - k_coast) * weight
         if generator != "isotropic":
             lat = geometry.lat2d() if hasattr(geometry, "lat2d") else None
             if lat is None:
@@ -165,6 +197,11 @@ def generate_grid(geometry, mask: np.ndarray, generator: str = "isotropic", para
                                 p["smoothing"], px, py)
         kx = _kappa_dt(lx, dx, p["units"], steps)
         ky = _kappa_dt(ly, dy, p["units"], steps)
+        if p["coast_length"] is not None:
+            weight = coastal_weight(mask, p["coast_ramp"], px, py)
+            coast = np.full(shape, float(p["coast_length"]))
+            kx_c, ky_c = _kappa_dt(coast, dx, p["units"], steps), _kappa_dt(coast, dy, p["units"], steps)
+            kx, ky = kx_c + (kx - kx_c) * weight, ky_c + (ky - ky_c) * weight
     attrs = {"generator": generator, "generator_params": json.dumps(p, sort_keys=True),
              "seed": -1 if seed is None else int(seed), "steps": steps}
     return grid_from_kappa(geometry, mask, kx, ky, attrs=attrs)

@@ -14,6 +14,7 @@ from diffnorm.transforms import (
     augment_cell_field,
     augment_grid,
     augment_sample,
+    random_transform,
 )
 from tests.conftest import PERIODIC_CASES, dense_gamma, make_grid
 
@@ -130,6 +131,15 @@ def test_restandardization_from_raw_originals():
         expected = std.transform(np.stack([raw(g2)[c] for c in channels]), g2.mask)
         np.testing.assert_array_equal(z, expected)
         assert np.all(z[:, ~g2.mask] == 0)  # land stays land (0 after partial scaling)
+
+
+def test_random_transform():
+    rng = np.random.default_rng(0)
+    drawn = {random_transform(rng) for _ in range(200)}
+    assert drawn == set(TRANSFORMS)
+    assert random_transform(rng, ["flip_x"]) == "flip_x"
+    with pytest.raises(ValueError, match="unknown transform"):
+        random_transform(rng, ["spin"])
 
 
 def test_augment_arrays_errors():

@@ -11,9 +11,10 @@ from diffnorm.families import (
     nemo_geometry,
     read_dlnorm,
     sphere_geometry,
+    write_dlnorm,
 )
 from diffnorm.generators import generate_grid
-from diffnorm.grid import GridError, read_nemo_grid
+from diffnorm.grid import Grid, GridError, read_nemo_grid
 from diffnorm.normalization import exact_normalization
 from tests.conftest import dense_gamma, make_grid
 
@@ -70,6 +71,25 @@ def test_dlnorm_mapping_by_hand(tmp_path, periodic_x):
     np.testing.assert_array_equal(imported.diff_y[imported.active_y], grid.diff_y[grid.active_y])
     np.testing.assert_allclose(exact_normalization(imported, steps), labels, rtol=1e-10)
     np.testing.assert_array_equal(np.isnan(labels), ~grid.mask)
+
+
+@pytest.mark.parametrize("periodic", [(False, False), (True, False), (True, True)])
+def test_dlnorm_write_read_round_trip(tmp_path, periodic):
+    grid = make_grid(6, 7, *periodic, seed=2)
+    grid.mask[0, 3:5] = True  # ocean across the southern wrap, so periodic_y shows in the faces
+    grid = Grid(grid.mask, grid.area, grid.diff_x, grid.diff_y, *periodic)
+    gamma = dense_gamma(grid, 10)
+    write_dlnorm(grid, gamma, tmp_path / "out.nc")
+    back, labels, steps = read_dlnorm(tmp_path / "out.nc")
+    # periodicity is read from the wrap faces: a wrap without any ocean-ocean face is invisible (and irrelevant)
+    expected = (periodic[0] and grid.active_x[:, -1].any(), periodic[1] and grid.active_y[-1].any())
+    assert (back.periodic_x, back.periodic_y) == expected and steps == 10
+    np.testing.assert_array_equal(back.mask, grid.mask)
+    np.testing.assert_array_equal(labels, gamma)
+    np.testing.assert_array_equal(back.diff_x[back.active_x], grid.diff_x[grid.active_x])
+    np.testing.assert_array_equal(back.diff_y[back.active_y], grid.diff_y[grid.active_y])
+    with pytest.raises(GridError, match="gamma"):
+        write_dlnorm(grid, gamma[1:], tmp_path / "bad.nc")
 
 
 def test_dlnorm_bad_input(tmp_path):

@@ -86,3 +86,28 @@ def test_constant_channel_and_errors(data):
         Standardizer("partial").fit(x, mask[:, :2])
     with pytest.raises(ValueError, match="missing"):
         Standardizer.from_dict({"mode": "full"})
+
+
+def test_log_channels(data):
+    x, mask = data
+    x = np.abs(x) + 0.1
+    x[:, 1][~mask] = 0.0  # land may hold 0 in a log channel under "partial"
+    s = Standardizer("partial", ["a", "b"], log_channels=["b"]).fit(x, mask)
+    ocean_b = np.log10(x[:, 1][mask])
+    assert s.mean[1] == pytest.approx(ocean_b.mean(), rel=1e-13)
+    assert s.std[1] == pytest.approx(ocean_b.std(), rel=1e-13)
+    z = s.transform(x, mask)
+    s2 = Standardizer.from_dict(json.loads(json.dumps(s.to_dict())))
+    assert s2.log_channels == ["b"]
+    np.testing.assert_array_equal(s2.transform(x, mask), z)
+    back = s2.inverse_transform(z, mask)
+    ocean = np.broadcast_to(mask[:, None], x.shape)
+    np.testing.assert_allclose(back[ocean], x[ocean], rtol=1e-13)
+    bad = x.copy()
+    bad[:, 1][mask] *= -1
+    with pytest.raises(ValueError, match="> 0"):
+        s.transform(bad, mask)
+    with pytest.raises(ValueError, match="not among"):
+        Standardizer("partial", ["a"], log_channels=["c"])
+    full = Standardizer("full", log_channels=[0]).fit(np.abs(x[:, :1]) + 1)
+    assert full.mean[0] == pytest.approx(np.log10(np.abs(x[:, :1]) + 1).mean(), rel=1e-13)

@@ -310,6 +310,33 @@ def read_dlnorm(path: str | os.PathLike, periodic_x: bool | None = None,
     return grid, np.where(mask, gamma, np.nan), DLNORM_STEPS
 
 
+def write_dlnorm(grid: Grid, gamma: np.ndarray, path: str | os.PathLike) -> None:
+    """Write a grid and its γ in the seed code's raw format (the inverse of :func:`read_dlnorm`).
+
+    Faces that are not active (coasts, and the wrap faces of non-periodic axes) are written as 0,
+    γ as 0 on land, so that :func:`read_dlnorm` finds the same mask and periodicity.
+    """
+    import xarray as xr
+
+    from .grid import write_netcdf_atomic
+
+    gamma = np.asarray(gamma, dtype=np.float64)
+    if gamma.shape != grid.shape:
+        raise GridError(f"gamma has shape {gamma.shape} but the grid has shape {grid.shape}")
+    if not np.all(np.isfinite(gamma[grid.mask]) & (gamma[grid.mask] > 0)):
+        raise GridError("gamma must be finite and > 0 on every ocean cell")
+    south = np.roll(np.where(grid.active_y, grid.diff_y, 0.0), 1, axis=0)
+    west = np.roll(np.where(grid.active_x, grid.diff_x, 0.0), 1, axis=1)
+    dims = ("lat", "lon")
+    ny, nx = grid.shape
+    lat = grid.lat[:, 0] if grid.lat is not None else np.arange(ny) + 0.5
+    lon = grid.lon[0, :] if grid.lon is not None else np.arange(nx) + 0.5
+    ds = xr.Dataset({"norm_coeffs": (dims, np.where(grid.mask, gamma, 0.0)), "alpha_i_minus": (dims, south),
+                     "alpha_j_minus": (dims, west), "w": (dims, np.where(np.isfinite(grid.area), grid.area, 0.0))},
+                    coords={"lat": lat, "lon": lon})
+    write_netcdf_atomic(ds, path)
+
+
 # -- dispatcher ----------------------------------------------------------------------------
 FAMILIES = ("sphere", "coast", "nemo", "dlnorm")
 

@@ -7,6 +7,7 @@ from .augmentation import (
     augment_cell_field,
     augment_grid,
     augment_sample,
+    random_transform,
 )
 from .standardization import MODES, Standardizer
 
@@ -19,4 +20,5 @@ __all__ = [
     "augment_cell_field",
     "augment_grid",
     "augment_sample",
+    "random_transform",
 ]

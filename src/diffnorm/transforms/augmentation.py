@@ -43,6 +43,14 @@ TRANSFORMS: dict[str, tuple[str, ...]] = {
 DEFAULT_FACES = {"diff_x": "x", "diff_y": "y"}
 
 
+def random_transform(rng: np.random.Generator, transforms=tuple(TRANSFORMS)) -> str:
+    """One transform name drawn uniformly (e.g. per sample in a PyTorch Dataset)."""
+    transforms = tuple(transforms)
+    for t in transforms:
+        _steps(t)
+    return transforms[int(rng.integers(len(transforms)))]
+
+
 def _steps(transform: str) -> tuple[str, ...]:
     if transform not in TRANSFORMS:
         raise ValueError(f"unknown transform {transform!r}; choose one of {', '.join(TRANSFORMS)}")

@@ -9,6 +9,9 @@ Arrays are ``(N, C, ny, nx)`` (or ``(C, ny, nx)`` for one sample) with channel n
 masks are ``(N, ny, nx)`` (or ``(ny, nx)``), True/1 = ocean. Statistics accumulate in float64
 with Chan's parallel update, so :meth:`Standardizer.partial_fit` can stream over a data set
 that does not fit in memory and gives the same result as one :meth:`fit` up to rounding.
+Channels listed in ``log_channels`` (names, or indices when no names are given) are replaced by
+``log10(x)`` before the statistics and the scaling (diffusivities and γ span decades); they must
+be > 0 on the cells used (ocean cells for ``partial``, all cells for ``full``).
 The fitted state is JSON-serializable (:meth:`to_dict`/:meth:`from_dict`) and is stored with
 the data set; :meth:`inverse_transform` undoes :meth:`transform` on ocean cells (and everywhere
 for ``full``) to floating-point rounding.
@@ -24,11 +27,17 @@ MODES = ("partial", "full")
 class Standardizer:
     """``z = (x − mean_c) / std_c`` per channel ``c``; see the module docstring."""
 
-    def __init__(self, mode: str = "partial", channels: list[str] | tuple[str, ...] | None = None):
+    def __init__(self, mode: str = "partial", channels: list[str] | tuple[str, ...] | None = None,
+                 log_channels: list | tuple = ()):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         self.mode = mode
         self.channels = list(channels) if channels is not None else None
+        self.log_channels = list(log_channels)
+        if self.log_channels and self.channels is not None:
+            unknown = [c for c in self.log_channels if c not in self.channels]
+            if unknown:
+                raise ValueError(f"log channel(s) {unknown} are not among the channels {self.channels}")
         self._count: np.ndarray | None = None
         self._mean: np.ndarray | None = None
         self._m2: np.ndarray | None = None
@@ -57,10 +66,43 @@ class Standardizer:
             raise ValueError("mode 'partial' needs the ocean mask")
         return x, m
 
+    def _log_index(self, n_channels: int) -> np.ndarray:
+        if self.channels is not None:
+            idx = [self.channels.index(c) for c in self.log_channels]
+        else:
+            idx = [int(c) for c in self.log_channels]
+        if any(not 0 <= i < n_channels for i in idx):
+            raise ValueError(f"log channel index out of range for {n_channels} channels: {self.log_channels}")
+        return np.asarray(idx, dtype=np.int64)
+
+    def _forward_log(self, x: np.ndarray, m: np.ndarray | None) -> np.ndarray:
+        """log10 of the log channels on the cells that count (others keep a harmless 0)."""
+        idx = self._log_index(x.shape[1])
+        if idx.size == 0:
+            return x
+        x = x.copy()
+        sub = x[:, idx]
+        used = np.broadcast_to(m[:, None], sub.shape) if self.mode == "partial" else np.ones(sub.shape, bool)
+        if np.any(~(sub[used] > 0)):
+            names = [self.log_channels[k] for k in range(idx.size)]
+            raise ValueError(f"log channel(s) {names} must be > 0 on every "
+                             f"{'ocean ' if self.mode == 'partial' else ''}cell")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x[:, idx] = np.where(used, np.log10(np.where(used, sub, 1.0)), 0.0)
+        return x
+
+    def _inverse_log(self, x: np.ndarray) -> np.ndarray:
+        idx = self._log_index(x.shape[1])
+        if idx.size:
+            x = x.copy()
+            x[:, idx] = 10.0 ** x[:, idx]
+        return x
+
     # -- fitting -------------------------------------------------------------------------
     def partial_fit(self, x, mask=None) -> Standardizer:
         """Add a batch of training samples to the statistics."""
         x, m = self._batch(x, mask)
+        x = self._forward_log(x, m)
         c = x.shape[1]
         if self.mode == "partial":
             sel = np.broadcast_to(m[:, None], x.shape)
@@ -120,6 +162,7 @@ class Standardizer:
         self._check()
         single = np.ndim(x) == 3
         x, m = self._batch(x, mask)
+        x = self._forward_log(x, m)
         z = (x - self._mean[None, :, None, None]) / self.std[None, :, None, None]
         if self.mode == "partial":
             z = np.where(m[:, None], z, 0.0)
@@ -130,7 +173,7 @@ class Standardizer:
         self._check()
         single = np.ndim(z) == 3
         z, m = self._batch(z, mask)
-        x = z * self.std[None, :, None, None] + self._mean[None, :, None, None]
+        x = self._inverse_log(z * self.std[None, :, None, None] + self._mean[None, :, None, None])
         if self.mode == "partial":
             x = np.where(m[:, None], x, land_value)
         return x[0] if single else x
@@ -139,7 +182,8 @@ class Standardizer:
     def to_dict(self) -> dict:
         """JSON-serializable state (floats are written with full precision by ``json``)."""
         self._check()
-        return {"mode": self.mode, "channels": self.channels, "count": self._count.tolist(),
+        return {"mode": self.mode, "channels": self.channels, "log_channels": self.log_channels,
+                "count": self._count.tolist(),
                 "mean": self._mean.tolist(), "m2": self._m2.tolist(), "std": self.std.tolist()}
 
     @classmethod
@@ -147,7 +191,7 @@ class Standardizer:
         missing = [k for k in ("mode", "count", "mean", "m2") if k not in state]
         if missing:
             raise ValueError(f"standardizer state is missing key(s): {', '.join(missing)}")
-        out = cls(state["mode"], state.get("channels"))
+        out = cls(state["mode"], state.get("channels"), state.get("log_channels", ()))
         out._count = np.asarray(state["count"], dtype=np.float64)
         out._mean = np.asarray(state["mean"], dtype=np.float64)
         out._m2 = np.asarray(state["m2"], dtype=np.float64)

@@ -101,6 +101,13 @@ def test_dlnorm_bad_input(tmp_path):
         read_dlnorm(tmp_path / "b.nc")
     with pytest.raises(FileNotFoundError):
         read_dlnorm(tmp_path / "missing.nc")
+    _write_dlnorm(tmp_path / "d.nc")
+    with xr.open_dataset(tmp_path / "d.nc") as ds:
+        ds = ds.load()
+    ds["alpha_j_minus"][3, 4] = -1.0  # a negative diffusivity on an ocean-ocean face
+    ds.to_netcdf(tmp_path / "e.nc")
+    with pytest.raises(GridError, match="alpha_j_minus"):
+        read_dlnorm(tmp_path / "e.nc")
     (tmp_path / "c.nc").write_text("not netcdf")
     with pytest.raises(GridError, match="not a valid NetCDF"):
         read_dlnorm(tmp_path / "c.nc")

@@ -305,8 +305,12 @@ def read_dlnorm(path: str | os.PathLike, periodic_x: bool | None = None,
         if lat.min() >= 0 and lat.max() > 90:
             lat = lat - 90.0
         lat2d, lon2d = np.meshgrid(lat, lon, indexing="ij")
-    grid = Grid(mask, arrays["w"], diff_x, diff_y, periodic_x, periodic_y, lat2d, lon2d,
-                {"family": "dlnorm", "source": f"dlnorm:{Path(path).name}"})
+    try:
+        grid = Grid(mask, arrays["w"], diff_x, diff_y, periodic_x, periodic_y, lat2d, lon2d,
+                    {"family": "dlnorm", "source": f"dlnorm:{Path(path).name}"})
+    except GridError as exc:
+        raise GridError(f"dlnorm file {path}: {exc} (diff_x comes from alpha_j_minus, diff_y from alpha_i_minus, "
+                        "area from w, mask from norm_coeffs > 0)") from exc
     return grid, np.where(mask, gamma, np.nan), DLNORM_STEPS
 
 

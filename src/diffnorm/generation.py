@@ -112,14 +112,18 @@ class DatasetConfig:
         if unknown:
             raise DatasetError(f"unknown parameter(s) for family {self.family!r}: {', '.join(unknown)}; "
                                f"known: {', '.join(spec['required'] + spec['optional'])}")
-        self.family_params = _plain(self.family_params)
+        self.family_params = _family_params(self.family_params)
         if self.generator not in GENERATORS:
             raise DatasetError(f"unknown diffusivity generator {self.generator!r}; choose one of "
                                f"{', '.join(GENERATORS)}")
         try:
-            self.generator_params = _plain(generator_params(self.generator, self.generator_params))
+            full = generator_params(self.generator, self.generator_params)
+            defaults = generator_params(self.generator)
         except ValueError as exc:
             raise DatasetError(str(exc)) from exc
+        # 1 and 1.0 are the same parameter: store one spelling so equal configs give equal files
+        self.generator_params = _plain({k: float(v) if isinstance(defaults.get(k), float) and _is_int(v) else v
+                                        for k, v in full.items()})
         try:
             self.steps = check_steps(self.steps)
         except ValueError as exc:
@@ -153,6 +157,33 @@ class DatasetConfig:
     def build_geometry(self):
         """``(geometry, ocean mask)`` of the family (:func:`diffnorm.families.build_family`)."""
         return _build_geometry(self.family, self.family_params)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _family_params(params: dict) -> dict:
+    """Plain JSON types with one spelling per value (floats for resolutions and ranges)."""
+    out = {}
+    for key, value in params.items():
+        try:
+            if key in ("res", "polar_limit"):
+                value = float(value)
+            elif key in ("lat_range", "lon_range"):
+                value = [float(v) for v in value]
+                if len(value) != 2:
+                    raise ValueError("needs two values")
+            elif key == "subsamples":
+                value = int(value)
+            elif key in ("periodic_x", "periodic_y"):
+                value = bool(value)
+            elif key == "mesh_path":
+                value = str(value)
+        except (TypeError, ValueError) as exc:
+            raise DatasetError(f"bad family parameter {key}={value!r}: {exc}") from exc
+        out[key] = value
+    return _plain(out)
 
 
 def _plain(obj):

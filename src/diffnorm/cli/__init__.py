@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES = ("core", "dataset")
+COMMAND_MODULES = ("core", "dataset", "evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,166 @@
+"""Subcommands for trained models: ``evaluate``, ``compare``, ``predict``, ``export``, ``plot``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1 or auto")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    ev = sub.add_parser("evaluate", help="SPEC §3 metrics of a model on a data set split, figures and a report")
+    ev.add_argument("model", help="checkpoint path or shipped model name (e.g. sphere-1deg)")
+    ev.add_argument("dataset", help="data set directory")
+    ev.add_argument("--split", default="test")
+    ev.add_argument("--limit", type=int, default=None, help="only the first N fields")
+    ev.add_argument("--distance", choices=("manhattan", "euclidean"), default="manhattan",
+                    help="distance to the coast used for the error-vs-distance figure")
+    ev.add_argument("--force", action="store_true", help="predict even for inputs far outside the training range")
+    ev.add_argument("-o", "--output", required=True, help="output directory (report.md, CSVs, PNGs)")
+    _device_arg(ev)
+    ev.set_defaults(func=_evaluate)
+
+    cmp_ = sub.add_parser("compare", help="every method on the same fields: errors and wall time per field")
+    cmp_.add_argument("dataset")
+    cmp_.add_argument("--methods", nargs="+", required=True,
+                      help="cnn:MODEL, randomized:N[:SEED], analytic, exact")
+    cmp_.add_argument("--split", default="test")
+    cmp_.add_argument("--limit", type=int, default=None, help="only the first N fields")
+    cmp_.add_argument("--force", action="store_true")
+    cmp_.add_argument("-o", "--output", action="append", default=[],
+                      help="table file: .csv or .md (repeatable); the Markdown table is printed either way")
+    _device_arg(cmp_)
+    cmp_.set_defaults(func=_compare)
+
+    pr = sub.add_parser("predict", help="γ of new grid files with a trained network (SPEC §4 output)")
+    pr.add_argument("model", help="checkpoint path or shipped model name (e.g. sphere-1deg)")
+    pr.add_argument("grids", nargs="+", help="SPEC §4 grid files")
+    pr.add_argument("--steps", type=int, default=None,
+                    help="M the diffusivities are for; must match the model (default: the grid's 'steps' "
+                         "attribute, else the model's M)")
+    pr.add_argument("--batch-size", type=int, default=8)
+    pr.add_argument("--force", action="store_true", help="predict even for inputs far outside the training range")
+    pr.add_argument("-o", "--output", required=True, help="output file (one input) or directory (several)")
+    _device_arg(pr)
+    pr.set_defaults(func=_predict)
+
+    ex = sub.add_parser("export", help="export a network to ONNX or TorchScript (meta data in FILE.json)")
+    ex.add_argument("model", help="checkpoint path or shipped model name")
+    ex.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    ex.add_argument("--opset", type=int, default=17)
+    ex.add_argument("--no-verify", action="store_true", help="skip the comparison with PyTorch")
+    ex.add_argument("-o", "--output", required=True)
+    ex.set_defaults(func=_export)
+
+    pl = sub.add_parser("plot", help="maps of γ and ε, learning curves")
+    pl_sub = pl.add_subparsers(dest="plot_command", metavar="KIND")
+    g = pl_sub.add_parser("gamma", help="map of γ from a normalization file")
+    g.add_argument("file", help="file with a 'gamma' variable (or a data set sample)")
+    g.add_argument("--log", action="store_true")
+    g.add_argument("-o", "--output", required=True, help="PNG file")
+    g.set_defaults(func=_plot_gamma)
+    e = pl_sub.add_parser("error", help="map of ε = (γ̂² − γ²)/γ² of an estimate against a reference")
+    e.add_argument("estimate")
+    e.add_argument("reference")
+    e.add_argument("--abs", action="store_true", help="|ε| on a log scale")
+    e.add_argument("-o", "--output", required=True, help="PNG file")
+    e.set_defaults(func=_plot_error)
+    c = pl_sub.add_parser("curves", help="learning curves from a Lightning CSV log (metrics.csv or its directory)")
+    c.add_argument("log")
+    c.add_argument("--keys", nargs="+", default=None, help="columns to plot (default: all metrics)")
+    c.add_argument("--x", default=None, help="step (default) or epoch")
+    c.add_argument("-o", "--output", required=True, help="PNG file")
+    c.set_defaults(func=_plot_curves)
+    pl.set_defaults(func=lambda args: (pl.print_help(), 2)[1])
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from ..evaluation import evaluate_estimates, load_split, run_estimator, write_report
+    from ..prediction import Predictor
+
+    predictor = Predictor.load(args.model, device=args.device)
+    grids, refs, steps, files = load_split(args.dataset, args.split, args.limit)
+    estimates, times = run_estimator(lambda g, m, k: predictor.predict_grid(g, m, force=args.force), grids, steps)
+    ev = evaluate_estimates(grids, refs, estimates, files, times, args.distance)
+    report = write_report(ev, args.output, title=f"Evaluation of {args.model}",
+                          source=f"Data set `{args.dataset}`, split `{args.split}`, M = {steps}.")
+    s = ev.summary
+    print(f"{len(grids)} fields: eps_Q9999 {s['q9999']:.3e} ± {s['q9999_std']:.1e}  eps_max {s['max']:.3e} ± "
+          f"{s['max_std']:.1e}  eps_mean {s['mean']:.3e} ± {s['mean_std']:.1e}  ({s['time_s']:.4f} s/field)")
+    print(f"report: {report}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from ..evaluation import compare_markdown, compare_methods, write_table
+
+    table = compare_methods(args.methods, args.dataset, args.split, args.limit, device=args.device,
+                            force=args.force, log=lambda s: print(s, file=sys.stderr))
+    print(compare_markdown(table))
+    for out in args.output:
+        print(f"wrote {write_table(table, out)}", file=sys.stderr)
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from ..prediction import Predictor, predict_files
+
+    predictor = Predictor.load(args.model, device=args.device)
+    predict_files(predictor, args.grids, args.output, steps=args.steps, batch_size=args.batch_size,
+                  force=args.force, log=print)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from ..export import export_model
+    from ..prediction import load_model
+
+    model, meta = load_model(args.model)
+    report = export_model(model, meta, args.output, args.format, opset=args.opset, verify=not args.no_verify)
+    msg = f"wrote {report['path']} ({args.format}) and {report['path']}.json"
+    if "max_abs_diff" in report:
+        msg += f"; max |exported − PyTorch| = {report['max_abs_diff']:.2e}"
+    print(msg)
+    return 0
+
+
+def _plot_gamma(args: argparse.Namespace) -> int:
+    import xarray as xr
+
+    from ..grid import open_dataset_checked
+    from ..plots import plot_gamma
+
+    with open_dataset_checked(args.file) as ds:
+        if "gamma" not in ds.variables:
+            raise ValueError(f"{args.file} has no variable 'gamma'")
+        ds = ds.load()
+    gamma = ds["gamma"].values
+    if "mask" in ds.variables:
+        gamma = xr.where(ds["mask"] > 0, ds["gamma"], float("nan")).values
+    lat = ds["lat"].values if "lat" in ds.variables else None
+    lon = ds["lon"].values if "lon" in ds.variables else None
+    print(f"wrote {plot_gamma(gamma, args.output, lat=lat, lon=lon, log=args.log, title=f'γ, {Path(args.file).name}')}")
+    return 0
+
+
+def _plot_error(args: argparse.Namespace) -> int:
+    from ..io import read_gamma
+    from ..plots import plot_error_map
+
+    est, ref = read_gamma(args.estimate), read_gamma(args.reference)
+    if est.shape != ref.shape:
+        raise ValueError(f"gamma shapes differ: estimate {est.shape}, reference {ref.shape}")
+    title = f"{'|ε|' if args.abs else 'ε'}: {Path(args.estimate).name} vs {Path(args.reference).name}"
+    print(f"wrote {plot_error_map(est, ref, None, args.output, title=title, absolute=args.abs)}")
+    return 0
+
+
+def _plot_curves(args: argparse.Namespace) -> int:
+    from ..plots import plot_learning_curves
+
+    print(f"wrote {plot_learning_curves(args.log, args.output, keys=args.keys, x=args.x)}")
+    return 0

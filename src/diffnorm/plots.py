@@ -1,0 +1,186 @@
+"""Figures people look at: maps of γ and ε, error against distance to the coast, learning curves.
+
+Everything renders with matplotlib's Agg backend (no display needed) and returns the PNG path.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+LAND_COLOUR = "#d9d9d9"
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    _plt().close(fig)
+    return path
+
+
+def _extent(lat: np.ndarray | None, lon: np.ndarray | None):
+    if lat is None or lon is None:
+        return None, ("i (x)", "j (y)")
+    return [float(np.nanmin(lon)), float(np.nanmax(lon)), float(np.nanmin(lat)), float(np.nanmax(lat))], \
+        ("longitude", "latitude")
+
+
+def plot_field(values: np.ndarray, path: str | os.PathLike, title: str = "", label: str = "",
+               lat: np.ndarray | None = None, lon: np.ndarray | None = None, log: bool = False,
+               cmap: str = "viridis", symmetric: bool = False, vmin: float | None = None,
+               vmax: float | None = None) -> Path:
+    """Map of a (ny, nx) field, NaN (land) in grey, south at the bottom."""
+    from matplotlib.colors import LogNorm, Normalize, SymLogNorm
+
+    plt = _plt()
+    values = np.asarray(values, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    ny, nx = values.shape
+    fig, ax = plt.subplots(figsize=(min(12, 3 + 7 * nx / max(ny, nx)), min(8, 2 + 5 * ny / max(ny, nx))))
+    ax.set_facecolor(LAND_COLOUR)
+    norm = None
+    if finite.size:
+        lo = float(finite.min()) if vmin is None else vmin
+        hi = float(finite.max()) if vmax is None else vmax
+        if symmetric:
+            m = max(abs(lo), abs(hi)) or 1.0
+            pos = np.abs(finite[finite != 0])
+            lin = float(np.quantile(pos, 0.05)) if pos.size else m / 100
+            norm = SymLogNorm(linthresh=max(lin, m * 1e-6), vmin=-m, vmax=m) if log else Normalize(-m, m)
+        elif log:
+            pos = finite[finite > 0]
+            lo = float(pos.min()) if pos.size else 1e-16
+            norm = LogNorm(vmin=max(lo, hi * 1e-8), vmax=max(hi, lo * 10))
+        else:
+            norm = Normalize(lo, hi if hi > lo else lo + 1)
+    extent, (xl, yl) = _extent(lat, lon)
+    im = ax.imshow(np.ma.masked_invalid(values), origin="lower", cmap=cmap, norm=norm, extent=extent,
+                   aspect="auto", interpolation="nearest")
+    fig.colorbar(im, ax=ax, label=label, shrink=0.85)
+    ax.set_xlabel(xl)
+    ax.set_ylabel(yl)
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_gamma(gamma: np.ndarray, path: str | os.PathLike, title: str = "normalization coefficients γ",
+               **kwargs) -> Path:
+    return plot_field(gamma, path, title=title, label="γ", **kwargs)
+
+
+def plot_error_map(estimate: np.ndarray, reference: np.ndarray, mask: np.ndarray | None, path: str | os.PathLike,
+                   title: str = "relative error ε = (γ̂² − γ²)/γ²", absolute: bool = False, **kwargs) -> Path:
+    """Map of ε (or |ε| on a log scale with ``absolute``) on ocean cells."""
+    est = np.asarray(estimate, dtype=np.float64)
+    ref = np.asarray(reference, dtype=np.float64)
+    ocean = np.isfinite(ref) if mask is None else np.asarray(mask, bool)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        eps = np.where(ocean, (est**2 - ref**2) / ref**2, np.nan)
+    if absolute:
+        return plot_field(np.abs(eps), path, title=title, label="|ε|", log=True, cmap="magma", **kwargs)
+    return plot_field(eps, path, title=title, label="ε", symmetric=True, cmap="RdBu_r", **kwargs)
+
+
+def plot_error_vs_distance(by_distance, path: str | os.PathLike, title: str = "mean |ε| by distance to the coast",
+                           max_distance: int | None = 30) -> Path:
+    """Study fig. 5: mean (and max) |ε| against distance to the coast in cells."""
+    plt = _plt()
+    df = by_distance if max_distance is None else by_distance[by_distance["distance"] <= max_distance]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    ax.semilogy(df["distance"], df["mean_abs_eps"], "o-", label="mean |ε|")
+    if "max_abs_eps" in df:
+        ax.semilogy(df["distance"], df["max_abs_eps"], "s--", alpha=0.6, label="max |ε|")
+    ax.set_xlabel("distance to the coast (cells)")
+    ax.set_ylabel("|ε|")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_cells_by_distance(by_distance, path: str | os.PathLike,
+                           title: str = "ocean cells by distance to the coast", max_distance: int | None = 30) -> Path:
+    """Study fig. 6: distribution of the ocean cells by distance to the coast."""
+    plt = _plt()
+    df = by_distance if max_distance is None else by_distance[by_distance["distance"] <= max_distance]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    ax.bar(df["distance"], 100 * df["fraction"], color="tab:blue")
+    ax.set_xlabel("distance to the coast (cells)")
+    ax.set_ylabel("% of ocean cells")
+    ax.set_title(title)
+    ax.grid(True, axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def read_lightning_csv(path: str | os.PathLike):
+    """A Lightning CSVLogger ``metrics.csv`` (or a version directory holding one) as a DataFrame."""
+    import pandas as pd
+
+    path = Path(path)
+    if path.is_dir():
+        found = sorted(path.rglob("metrics.csv"))
+        if not found:
+            raise FileNotFoundError(f"no metrics.csv under {path}")
+        path = found[-1]
+    if not path.exists():
+        raise FileNotFoundError(f"no such file: {path}")
+    df = pd.read_csv(path)
+    if df.empty:
+        raise ValueError(f"{path} holds no logged values")
+    return df
+
+
+def plot_learning_curves(metrics_csv: str | os.PathLike, path: str | os.PathLike,
+                         keys: Sequence[str] | None = None, x: str | None = None,
+                         title: str = "learning curves") -> Path:
+    """Every logged metric (or ``keys``) against ``step`` (or ``epoch``), on a log scale when positive.
+
+    Lightning's CSV logger writes one row per logging call with blanks elsewhere: each curve keeps
+    only its own non-empty rows.
+    """
+    plt = _plt()
+    df = read_lightning_csv(metrics_csv)
+    x = x or ("step" if "step" in df else "epoch" if "epoch" in df else None)
+    if x is None:
+        raise ValueError("metrics.csv has neither a 'step' nor an 'epoch' column")
+    columns = [c for c in df.columns if c not in ("step", "epoch") and np.issubdtype(df[c].dtype, np.number)]
+    if keys:
+        missing = [k for k in keys if k not in df.columns]
+        if missing:
+            raise ValueError(f"no column(s) {', '.join(missing)} in the log; it has: {', '.join(columns)}")
+        columns = list(keys)
+    if not columns:
+        raise ValueError("the log holds no metric column")
+    groups = {}
+    for c in columns:  # losses in one panel, SPEC §3 errors in another
+        groups.setdefault("loss" if "loss" in c else "metrics", []).append(c)
+    fig, axes = plt.subplots(1, len(groups), figsize=(6.5 * len(groups), 4), squeeze=False)
+    for ax, (name, cols) in zip(axes[0], groups.items(), strict=True):
+        positive = True
+        for c in cols:
+            d = df[[x, c]].dropna()
+            if d.empty:
+                continue
+            positive &= bool((d[c] > 0).all())
+            ax.plot(d[x], d[c], ".-" if len(d) < 50 else "-", label=c)
+        if positive:
+            ax.set_yscale("log")
+        ax.set_xlabel(x)
+        ax.set_title(f"{title}: {name}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, path)

@@ -1,0 +1,341 @@
+"""γ from a trained network for new grids: load a model, check the grid fits it, predict in batches.
+
+A *model* is a ``torch.nn.Module`` plus a *meta* dict describing how it was trained. The keys this
+module reads (all produced by the training code; see ``docs/evaluation.md``):
+
+- ``channels``: the input feature names, in order (:data:`diffnorm.features.FEATURES`);
+- ``steps``: the number of implicit steps M the labels were computed with;
+- ``standardizer``: :meth:`diffnorm.transforms.Standardizer.to_dict` of the input channels (or None);
+- ``target``: what the network predicts — ``gamma``, ``gamma2``, ``inv_gamma``, ``log_gamma`` or
+  ``log_ratio_analytic`` (log of γ over the analytic γ); ``target_mean``/``target_std`` undo its
+  standardization (default 0/1);
+- optional ``shape_multiple`` (e.g. a U-Net needs ny, nx divisible by 2^depth), ``periodic_x``/
+  ``periodic_y`` (the padding the network was trained with) and ``shape`` (training shape, informative).
+
+Every mismatch between a grid and the model (channels, steps, periodicity, shape, inputs far
+outside the standardized training range) raises :class:`ModelMismatchError` with what to do about
+it: the network never silently returns γ for a problem it was not trained on.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .grid import Grid, read_grid
+from .io import write_gamma
+
+TARGETS = ("gamma", "gamma2", "inv_gamma", "log_gamma", "log_ratio_analytic")
+
+#: standardized inputs with |z| above this are "far outside" the training distribution
+Z_LIMIT = 12.0
+#: error when more than this fraction of ocean cells has some channel beyond ``Z_LIMIT``
+Z_FRACTION = 0.01
+
+# Where the training code may define ``load_model`` / ``predict_gamma`` (first found wins).
+_TRAINING_MODULES = ("diffnorm.models", "diffnorm.training", "diffnorm.inference", "diffnorm.pretrained")
+
+
+class ModelMismatchError(ValueError):
+    """The grid does not match what the model was trained for; the message says what differs."""
+
+
+def _training_function(name: str) -> Callable | None:
+    for mod in _TRAINING_MODULES:
+        try:
+            module = importlib.import_module(mod)
+        except ImportError:
+            continue
+        fn = getattr(module, name, None)
+        if callable(fn):
+            return fn
+    return None
+
+
+def _device(device: str | None):
+    import torch
+
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for but CUDA is not available; use --device cpu")
+    return dev
+
+
+def _first_conv_in_channels(model) -> int | None:
+    import torch
+
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            return int(m.in_channels)
+    return None
+
+
+@dataclass
+class Predictor:
+    """A network in eval mode, its training meta data, and the device it runs on."""
+
+    model: object
+    meta: dict
+    device: str | None = "cpu"
+    name: str = "model"
+    _dev: object = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._dev = _device(self.device)
+        self.model = self.model.to(self._dev).eval()
+        self.meta = dict(self.meta)
+        channels = self.channels
+        if not channels:
+            raise ModelMismatchError(f"{self.name}: its meta data lists no input channels ('channels')")
+        n_in = _first_conv_in_channels(self.model)
+        if n_in is not None and n_in != len(channels):
+            raise ModelMismatchError(f"{self.name}: the network takes {n_in} input channels but its meta data "
+                                     f"lists {len(channels)} ({', '.join(channels)}); the checkpoint is inconsistent")
+        target = self.meta.get("target", "gamma")
+        if target not in TARGETS:
+            raise ModelMismatchError(f"{self.name}: unknown target {target!r}; this version knows {', '.join(TARGETS)}")
+        std = self.standardizer
+        if std is not None and std.mean.size != len(channels):
+            raise ModelMismatchError(f"{self.name}: the input standardizer has {std.mean.size} channels, the model "
+                                     f"{len(channels)}")
+
+    # -- meta data ------------------------------------------------------------------------
+    @classmethod
+    def load(cls, model_ref: str | os.PathLike, device: str | None = "cpu") -> Predictor:
+        model, meta = load_model(model_ref)
+        return cls(model, meta, device=device, name=str(model_ref))
+
+    @property
+    def channels(self) -> list[str]:
+        return list(self.meta.get("channels") or self.meta.get("features") or [])
+
+    @property
+    def steps(self) -> int | None:
+        steps = self.meta.get("steps")
+        return None if steps is None else int(steps)
+
+    @property
+    def standardizer(self):
+        from .transforms import Standardizer
+
+        state = self.meta.get("standardizer")
+        if state is None:
+            return None
+        return state if isinstance(state, Standardizer) else Standardizer.from_dict(state)
+
+    # -- checks ---------------------------------------------------------------------------
+    def check_grid(self, grid: Grid, steps: int | None = None, where: str = "grid") -> int:
+        """Raise :class:`ModelMismatchError` when ``grid`` is not what the model was trained for.
+
+        Returns M: ``steps`` if given, else the grid's own ``steps`` attribute, else the model's.
+        """
+        model_steps = self.steps
+        grid_steps = None
+        for key in ("steps", "steps_tuned"):
+            if key in grid.attrs:
+                grid_steps = int(grid.attrs[key])
+                break
+        if steps is not None and model_steps is not None and int(steps) != model_steps:
+            raise ModelMismatchError(f"{where}: M = {steps} asked for, but {self.name} was trained for M = "
+                                     f"{model_steps}; γ depends on M, so use a model trained for M = {steps} or "
+                                     "the exact/randomized methods (diffnorm normalize)")
+        if steps is None and grid_steps is not None and model_steps is not None and grid_steps != model_steps:
+            raise ModelMismatchError(f"{where}: the grid says its diffusivities are for M = {grid_steps} "
+                                     f"(attribute 'steps'), but {self.name} was trained for M = {model_steps}; "
+                                     "pass --steps to override if the attribute is wrong")
+        ny, nx = grid.shape
+        mult = int(self.meta.get("shape_multiple") or 1)
+        if mult > 1 and (ny % mult or nx % mult):
+            raise ModelMismatchError(f"{where}: shape {ny}x{nx} is not divisible by {mult}, which {self.name}'s "
+                                     "architecture needs; pad the grid with land to a multiple of it")
+        min_size = int(self.meta.get("min_size") or 1)
+        if min(ny, nx) < min_size:
+            raise ModelMismatchError(f"{where}: shape {ny}x{nx} is smaller than {self.name}'s minimum {min_size}")
+        for axis in ("periodic_x", "periodic_y"):
+            if axis in self.meta and self.meta[axis] is not None and bool(self.meta[axis]) != getattr(grid, axis):
+                raise ModelMismatchError(f"{where}: {axis} = {int(getattr(grid, axis))} but {self.name} was trained "
+                                         f"with {axis} = {int(bool(self.meta[axis]))}; its padding would be wrong")
+        return int(steps if steps is not None else grid_steps if grid_steps is not None else model_steps or 0)
+
+    def inputs(self, grid: Grid, steps: int, check_range: bool = True, where: str = "grid") -> np.ndarray:
+        """Standardized ``(C, ny, nx)`` float32 inputs of one grid."""
+        from .features import FEATURES, compute_features
+
+        unknown = [c for c in self.channels if c not in FEATURES]
+        if unknown:
+            raise ModelMismatchError(f"{self.name}: input channel(s) {', '.join(unknown)} unknown to this version; "
+                                     f"known: {', '.join(FEATURES)}")
+        feats = compute_features(grid, steps, self.channels)
+        x = np.stack([feats[c] for c in self.channels])
+        std = self.standardizer
+        if std is not None:
+            x = std.transform(x, grid.mask)
+            if check_range:
+                ocean = x[:, grid.mask]
+                far = np.abs(ocean) > Z_LIMIT
+                frac = far.any(axis=0).mean()
+                if frac > Z_FRACTION:
+                    worst = int(np.argmax(far.sum(axis=1)))
+                    raise ModelMismatchError(
+                        f"{where}: {100 * frac:.1f}% of the ocean cells have inputs more than {Z_LIMIT:g} standard "
+                        f"deviations from {self.name}'s training data (worst channel: {self.channels[worst]}); "
+                        "check the units of area/diff_x/diff_y (SPEC §1) — use --force to predict anyway")
+        return x.astype(np.float32)
+
+    def decode(self, out: np.ndarray, grid: Grid, steps: int) -> np.ndarray:
+        """Network output ``(ny, nx)`` → γ (NaN on land)."""
+        y = np.asarray(out, dtype=np.float64) * float(self.meta.get("target_std", 1.0)) \
+            + float(self.meta.get("target_mean", 0.0))
+        target = self.meta.get("target", "gamma")
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            if target == "gamma":
+                gamma = y
+            elif target == "gamma2":
+                gamma = np.sqrt(y)
+            elif target == "inv_gamma":
+                gamma = 1.0 / y
+            elif target == "log_gamma":
+                gamma = np.exp(y)
+            else:  # log_ratio_analytic
+                from .normalization import analytic_normalization
+
+                gamma = analytic_normalization(grid, steps) * np.exp(y)
+        return np.where(grid.mask, gamma, np.nan)
+
+    # -- prediction -----------------------------------------------------------------------
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Raw network output for a ``(B, C, ny, nx)`` batch (first output channel), float64 numpy."""
+        import torch
+
+        with torch.inference_mode():
+            out = self.model(torch.as_tensor(x, device=self._dev))
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        out = out.detach().to("cpu").double().numpy()
+        if out.ndim == 4:
+            out = out[:, 0]
+        return out
+
+    def predict(self, grids: Sequence[Grid], steps: int | None = None, batch_size: int = 8, force: bool = False,
+                names: Sequence[str] | None = None) -> list[np.ndarray]:
+        """γ for each grid (NaN on land); grids of equal shape are run through the network together."""
+        names = list(names) if names is not None else [f"grid {k}" for k in range(len(grids))]
+        ms = [self.check_grid(g, steps, where=n) for g, n in zip(grids, names, strict=True)]
+        out: list[np.ndarray | None] = [None] * len(grids)
+        external = _training_function("predict_gamma") if self.meta.get("use_training_predict") else None
+        by_shape: dict[tuple, list[int]] = {}
+        for k, g in enumerate(grids):
+            by_shape.setdefault(g.shape, []).append(k)
+        for idx in by_shape.values():
+            for start in range(0, len(idx), max(1, batch_size)):
+                chunk = idx[start:start + batch_size]
+                if external is not None:
+                    for k in chunk:
+                        out[k] = np.where(grids[k].mask, np.asarray(external(self.model, self.meta, grids[k])), np.nan)
+                    continue
+                x = np.stack([self.inputs(grids[k], ms[k], check_range=not force, where=names[k]) for k in chunk])
+                y = self.forward(x)
+                for k, yk in zip(chunk, y, strict=True):
+                    out[k] = self.decode(yk, grids[k], ms[k])
+        for k, gamma in enumerate(out):
+            bad = grids[k].mask & ~(np.isfinite(gamma) & (gamma > 0))
+            if bad.any():
+                raise ModelMismatchError(f"{names[k]}: the network gave a non-positive or non-finite γ on "
+                                         f"{int(bad.sum())} ocean cells; the grid is outside what it can handle")
+        return out  # type: ignore[return-value]
+
+    def predict_grid(self, grid: Grid, steps: int | None = None, force: bool = False) -> np.ndarray:
+        return self.predict([grid], steps, batch_size=1, force=force)[0]
+
+
+# -- loading ------------------------------------------------------------------------------
+def load_model(model_ref: str | os.PathLike):
+    """``(model in eval mode, meta)`` from a checkpoint path or a shipped model name (``sphere-1deg``).
+
+    Uses the training code's ``load_model`` when it exists; otherwise reads a ``torch.save``'d
+    dict ``{"model": <TorchScript or nn.Module state>, "meta": {...}}`` written by :func:`save_bundle`.
+    """
+    fn = _training_function("load_model")
+    if fn is not None:
+        model, meta = fn(model_ref)
+        return model.eval(), dict(meta)
+    path = Path(model_ref)
+    if not path.exists():
+        raise FileNotFoundError(f"no such model: {model_ref} (neither a checkpoint file nor a shipped model name)")
+    return load_bundle(path)
+
+
+def save_bundle(model, meta: dict, path: str | os.PathLike) -> None:
+    """Save a model as TorchScript with its meta data (a self-contained file for :func:`load_model`)."""
+    import json
+
+    import torch
+
+    scripted = torch.jit.script(model.eval())
+    torch.jit.save(scripted, str(path), _extra_files={"meta.json": json.dumps(meta)})
+
+
+def load_bundle(path: str | os.PathLike):
+    import json
+
+    import torch
+
+    extra = {"meta.json": ""}
+    try:
+        model = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError/ValueError variants
+        raise ValueError(f"cannot read model {path}: not a checkpoint this version can load ({exc})") from exc
+    if not extra["meta.json"]:
+        raise ValueError(f"model {path} carries no meta data (meta.json); cannot know its inputs")
+    return model.eval(), json.loads(extra["meta.json"])
+
+
+# -- files --------------------------------------------------------------------------------
+def output_paths(inputs: Sequence[str | os.PathLike], output: str | os.PathLike) -> list[Path]:
+    """One output per input: ``output`` itself for a single input unless it is a directory (or ends
+    with '/'); for several inputs ``output`` is a directory and outputs keep the input names."""
+    output = Path(output)
+    is_dir = output.is_dir() or str(output).endswith(os.sep) or len(inputs) > 1
+    if not is_dir:
+        return [output]
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"-o {output} is a file but {len(inputs)} inputs were given; give a directory")
+    names = [Path(p).name for p in inputs]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise ValueError(f"several inputs are named {', '.join(sorted(dup))}; they would overwrite each other in "
+                         f"{output}")
+    return [output / n for n in names]
+
+
+def predict_files(predictor: Predictor, inputs: Iterable[str | os.PathLike], output: str | os.PathLike,
+                  steps: int | None = None, batch_size: int = 8, force: bool = False,
+                  log: Callable[[str], None] | None = None) -> list[Path]:
+    """Predict γ for grid files; writes one SPEC §4 file per input. Returns the output paths.
+
+    Every grid is read and checked before anything is written.
+    """
+    inputs = [Path(p) for p in inputs]
+    if not inputs:
+        raise ValueError("no grid file given")
+    outs = output_paths(inputs, output)
+    grids = [read_grid(p) for p in inputs]
+    ms = [predictor.check_grid(g, steps, where=str(p)) for g, p in zip(grids, inputs, strict=True)]
+    start = time.perf_counter()
+    gammas = predictor.predict(grids, steps, batch_size=batch_size, force=force, names=[str(p) for p in inputs])
+    elapsed = time.perf_counter() - start
+    for p, o, g, gamma, m in zip(inputs, outs, grids, gammas, ms, strict=True):
+        write_gamma(o, g, gamma, method="cnn", steps=m, model=predictor.name, source=p.name)
+        if log:
+            log(f"{p} -> {o}")
+    if log:
+        log(f"cnn: {len(grids)} grid(s) in {elapsed:.3f} s on {predictor._dev}")
+    return outs

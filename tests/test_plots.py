@@ -1,0 +1,61 @@
+"""``diffnorm plot``: maps of γ and ε and learning curves are written as PNG files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from diffnorm.cli import main
+from diffnorm.grid import Grid
+from diffnorm.io import write_gamma
+from diffnorm.plots import plot_cells_by_distance, plot_error_vs_distance, plot_field
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _grid():
+    rng = np.random.default_rng(0)
+    mask = rng.random((12, 20)) > 0.2
+    lat, lon = np.meshgrid(np.linspace(-30, 30, 12), np.linspace(0, 100, 20), indexing="ij")
+    return Grid(mask, np.ones(mask.shape), np.ones(mask.shape), np.ones(mask.shape), lat=lat, lon=lon)
+
+
+def test_plot_gamma_and_error(tmp_path):
+    grid = _grid()
+    gamma = np.where(grid.mask, 20 + np.arange(grid.mask.size).reshape(grid.shape) / 10, np.nan)
+    write_gamma(tmp_path / "ref.nc", grid, gamma, method="exact", steps=10)
+    write_gamma(tmp_path / "est.nc", grid, gamma * 1.01, method="cnn", steps=10)
+    assert main(["plot", "gamma", str(tmp_path / "ref.nc"), "-o", str(tmp_path / "g.png")]) == 0
+    assert main(["plot", "error", str(tmp_path / "est.nc"), str(tmp_path / "ref.nc"),
+                 "-o", str(tmp_path / "e.png")]) == 0
+    assert main(["plot", "error", str(tmp_path / "est.nc"), str(tmp_path / "ref.nc"), "--abs",
+                 "-o", str(tmp_path / "a.png")]) == 0
+    for f in ("g.png", "e.png", "a.png"):
+        assert (tmp_path / f).read_bytes()[:8] == PNG
+
+
+def test_learning_curves_from_lightning_csv(tmp_path):
+    # the layout of Lightning's CSVLogger: one row per log call, blanks elsewhere
+    rows = []
+    for step in range(0, 200, 10):
+        rows.append({"epoch": step // 50, "step": step, "train_loss": 1.0 / (1 + step), "val_loss": None,
+                     "val_eps_max": None})
+        if step % 50 == 40:
+            rows.append({"epoch": step // 50, "step": step, "train_loss": None, "val_loss": 2.0 / (1 + step),
+                         "val_eps_max": 0.5 / (1 + step)})
+    d = tmp_path / "logs" / "version_0"
+    d.mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(d / "metrics.csv", index=False)
+    assert main(["plot", "curves", str(tmp_path / "logs"), "-o", str(tmp_path / "c.png")]) == 0
+    assert main(["plot", "curves", str(d / "metrics.csv"), "--keys", "val_eps_max", "--x", "epoch",
+                 "-o", str(tmp_path / "c2.png")]) == 0
+    assert (tmp_path / "c.png").read_bytes()[:8] == PNG and (tmp_path / "c2.png").read_bytes()[:8] == PNG
+    assert main(["plot", "curves", str(d / "metrics.csv"), "--keys", "nope", "-o", str(tmp_path / "c3.png")]) == 1
+
+
+def test_distance_figures_and_field(tmp_path):
+    by = pd.DataFrame({"distance": [1, 2, 3], "cells": [10, 8, 5], "fraction": [10 / 23, 8 / 23, 5 / 23],
+                       "mean_abs_eps": [1e-2, 5e-3, 2e-3], "max_abs_eps": [5e-2, 1e-2, 4e-3]})
+    for p in (plot_error_vs_distance(by, tmp_path / "a.png"), plot_cells_by_distance(by, tmp_path / "b.png"),
+              plot_field(np.full((3, 4), np.nan), tmp_path / "c.png", log=True)):
+        assert p.read_bytes()[:8] == PNG

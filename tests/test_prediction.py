@@ -1,0 +1,159 @@
+"""``diffnorm predict``: output equals the network's forward pass; mismatched grids fail loudly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from diffnorm.cli import main
+from diffnorm.families import coast_geometry
+from diffnorm.features import compute_features
+from diffnorm.generators import generate_grid
+from diffnorm.grid import read_grid
+from diffnorm.io import read_gamma
+from diffnorm.normalization import analytic_normalization
+from diffnorm.prediction import ModelMismatchError, Predictor, load_model, output_paths, save_bundle
+from diffnorm.transforms import Standardizer
+
+CHANNELS = ["mask", "area", "diff_x", "diff_y", "distance_euclidean", "analytic"]
+
+
+class Tiny(torch.nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.a = torch.nn.Conv2d(c, 6, 3, padding=1)
+        self.b = torch.nn.Conv2d(6, 1, 3, padding=1)
+
+    def forward(self, x):
+        return self.b(torch.tanh(self.a(x)))
+
+
+def make_grids(n=3, seed0=0):
+    geo, ocean = coast_geometry((30, 42), (-80, -62), 1.0)
+    return [generate_grid(geo, ocean, "isotropic", {"min_length": 1.0, "max_length": 3.0}, seed=seed0 + k, steps=10)
+            for k in range(n)]
+
+
+def make_bundle(grids, target="log_ratio_analytic"):
+    torch.manual_seed(0)
+    model = Tiny(len(CHANNELS)).eval()
+    x = np.stack([np.stack([compute_features(g, 10, CHANNELS)[c] for c in CHANNELS]) for g in grids])
+    std = Standardizer("partial", CHANNELS).fit(x, np.stack([g.mask for g in grids]))
+    meta = {"channels": CHANNELS, "steps": 10, "standardizer": std.to_dict(), "target": target,
+            "target_mean": 0.01, "target_std": 0.05, "periodic_x": False, "periodic_y": False}
+    return model, meta
+
+
+def manual_gamma(model, meta, grid):
+    """The documented pipeline by hand: features → standardize → forward → de-standardize → γ."""
+    std = Standardizer.from_dict(meta["standardizer"])
+    feats = compute_features(grid, meta["steps"], meta["channels"])
+    x = std.transform(np.stack([feats[c] for c in meta["channels"]]), grid.mask).astype(np.float32)
+    with torch.no_grad():
+        y = model(torch.from_numpy(x)[None])[0, 0].double().numpy()
+    y = y * meta["target_std"] + meta["target_mean"]
+    return np.where(grid.mask, analytic_normalization(grid, meta["steps"]) * np.exp(y), np.nan)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pred")
+    grids = make_grids(3)
+    model, meta = make_bundle(grids)
+    save_bundle(model, meta, d / "tiny.pt")
+    files = []
+    for k, g in enumerate(grids):
+        g.to_netcdf(d / f"g{k}.nc")
+        files.append(d / f"g{k}.nc")
+    return d, model, meta, files
+
+
+def test_predict_one_file_equals_forward(setup, tmp_path):
+    d, model, meta, files = setup
+    out = tmp_path / "gamma.nc"
+    assert main(["predict", str(d / "tiny.pt"), str(files[0]), "-o", str(out)]) == 0
+    gamma = read_gamma(out)
+    grid = read_grid(files[0])
+    ref = manual_gamma(model, meta, grid)
+    assert np.array_equal(np.isnan(gamma), ~grid.mask)
+    np.testing.assert_allclose(gamma[grid.mask], ref[grid.mask], rtol=1e-6)
+    import xarray as xr
+
+    with xr.open_dataset(out) as ds:
+        assert ds["gamma"].attrs["method"] == "cnn" and int(ds["gamma"].attrs["steps"]) == 10
+
+
+def test_predict_many_files_batched_into_directory(setup, tmp_path):
+    d, model, meta, files = setup
+    assert main(["predict", str(d / "tiny.pt"), *map(str, files), "-o", str(tmp_path / "out"),
+                 "--batch-size", "2", "--steps", "10"]) == 0
+    for f in files:
+        gamma = read_gamma(tmp_path / "out" / f.name)
+        grid = read_grid(f)
+        np.testing.assert_allclose(gamma[grid.mask], manual_gamma(model, meta, grid)[grid.mask], rtol=1e-6)
+
+
+@pytest.mark.parametrize("target", ["gamma", "gamma2", "inv_gamma", "log_gamma"])
+def test_targets_decode(target):
+    grids = make_grids(1)
+    model, meta = make_bundle(grids, target)
+    meta["target_mean"] = {"gamma": 30.0, "gamma2": 900.0, "inv_gamma": 0.03, "log_gamma": 3.4}[target]
+    meta["target_std"] = 1e-3 * abs(meta["target_mean"])
+    p = Predictor(model, meta)
+    gamma = p.predict_grid(grids[0])
+    x = p.inputs(grids[0], 10)
+    with torch.no_grad():
+        y = model(torch.from_numpy(x)[None])[0, 0].double().numpy() * meta["target_std"] + meta["target_mean"]
+    expect = {"gamma": lambda: y, "gamma2": lambda: np.sqrt(y), "inv_gamma": lambda: 1 / y,
+              "log_gamma": lambda: np.exp(y)}[target]()
+    np.testing.assert_allclose(gamma[grids[0].mask], expect[grids[0].mask], rtol=1e-6)
+
+
+def test_mismatches_raise_clear_errors(setup, tmp_path, capsys):
+    d, model, meta, files = setup
+    p = Predictor(*load_model(d / "tiny.pt"))
+    grid = read_grid(files[0])
+    with pytest.raises(ModelMismatchError, match="trained for M = 10"):
+        p.predict_grid(grid, steps=4)
+    assert main(["predict", str(d / "tiny.pt"), str(files[0]), "--steps", "8", "-o", str(tmp_path / "x.nc")]) == 1
+    assert "trained for M = 10" in capsys.readouterr().err and not (tmp_path / "x.nc").exists()
+    # the grid's own steps attribute disagrees with the model
+    other = grid.with_diffusivity(grid.diff_x, grid.diff_y)
+    other.attrs["steps"] = 6
+    with pytest.raises(ModelMismatchError, match="M = 6"):
+        p.predict_grid(other)
+    # periodicity the padding was not trained for
+    per = type(grid)(grid.mask, grid.area, grid.diff_x, grid.diff_y, True, False)
+    with pytest.raises(ModelMismatchError, match="periodic_x"):
+        p.predict_grid(per)
+    # wrong units: diffusivities 1e6 times too large are far outside the training range
+    wrong = grid.with_diffusivity(grid.diff_x * 1e6, grid.diff_y * 1e6)
+    with pytest.raises(ModelMismatchError, match="standard deviations"):
+        p.predict_grid(wrong)
+    # inconsistent meta data: channels vs network, unknown channel, shape constraint
+    with pytest.raises(ModelMismatchError, match="input channels"):
+        Predictor(model, {**meta, "channels": CHANNELS[:3], "standardizer": None})
+    with pytest.raises(ModelMismatchError, match="unknown"):
+        Predictor(model, {**meta, "channels": CHANNELS[:5] + ["vorticity"], "standardizer": None}).predict_grid(grid)
+    with pytest.raises(ModelMismatchError, match="divisible by 8"):
+        Predictor(model, {**meta, "shape_multiple": 8}).predict_grid(grid)
+
+
+def test_missing_model_and_output_paths(tmp_path, capsys):
+    assert main(["predict", str(tmp_path / "nope.pt"), "x.nc", "-o", str(tmp_path / "o.nc")]) == 1
+    assert "no such model" in capsys.readouterr().err
+    assert output_paths(["a/g.nc"], tmp_path / "one.nc") == [tmp_path / "one.nc"]
+    d = tmp_path / "dir"
+    assert output_paths(["a/g.nc", "b/h.nc"], d) == [d / "g.nc", d / "h.nc"]
+    with pytest.raises(ValueError, match="overwrite"):
+        output_paths(["a/g.nc", "b/g.nc"], tmp_path / "dir")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
+def test_gpu_matches_cpu(setup):
+    d, model, meta, files = setup
+    grid = read_grid(files[0])
+    cpu = Predictor(*load_model(d / "tiny.pt"), device="cpu").predict_grid(grid)
+    gpu = Predictor(*load_model(d / "tiny.pt"), device="cuda").predict_grid(grid)
+    np.testing.assert_allclose(gpu[grid.mask], cpu[grid.mask], rtol=1e-5)

@@ -104,3 +104,10 @@ def test_bad_manifest(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"format": "something/9"}))
     with pytest.raises(DatasetError, match="diffnorm-dataset/1"):
         NormalizationDataset(tmp_path, "train")
+
+
+def test_picklable_for_dataloader_workers(dataset_dir):
+    import pickle
+
+    ds = pickle.loads(pickle.dumps(NormalizationDataset(dataset_dir, "val")))
+    assert len(ds) == 1 and ds[0]["split"] == "val"

@@ -268,3 +268,26 @@ def test_cli_generate_and_info(reference, tmp_path, capsys):
     assert main(["dataset", "generate", "--family", "moon", "-o", str(tmp_path / "bad")]) == 1
     assert "unknown grid family" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_failed_samples_reported_after_the_others(reference, tmp_path, monkeypatch):
+    import diffnorm.normalization as normalization
+
+    real = normalization.exact_normalization
+    calls = {"n": 0}
+
+    def flaky(grid, steps, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("solver exploded")
+        return real(grid, steps, **kw)
+
+    monkeypatch.setattr(normalization, "exact_normalization", flaky)
+    out = tmp_path / "flaky"
+    with pytest.raises(DatasetError, match=r"(?s)1 of 6 sample\(s\) failed.*train/sample_000001.nc.*solver exploded"):
+        generate_dataset(out, CONFIG, scheduler="synchronous", progress=False)
+    assert load_manifest(out)["complete"] is False
+    assert len(sample_files(out)) == 5 and not (out / "train/sample_000001.nc").exists()
+    monkeypatch.setattr(normalization, "exact_normalization", real)
+    generate_dataset(out, CONFIG, scheduler="synchronous", progress=False)
+    assert_same_dataset(reference, out)

@@ -157,3 +157,12 @@ def test_method_parsing_errors():
 def test_compare_missing_dataset(tmp_path, capsys):
     assert main(["compare", str(tmp_path / "nope"), "--methods", "analytic"]) == 1
     assert "error" in capsys.readouterr().err
+
+
+def test_evaluate_a_method_and_limit(data, tmp_path):
+    root, _, _ = data
+    out = tmp_path / "evr"
+    assert main(["evaluate", "randomized:400", str(root / "ds"), "--limit", "2", "-o", str(out)]) == 0
+    summary = pd.read_csv(out / "summary.csv").iloc[0]
+    assert len(pd.read_csv(out / "metrics.csv")) == 2
+    assert summary["rmse"] == pytest.approx(np.sqrt(2 / 400), rel=0.15)

@@ -157,3 +157,12 @@ def test_gpu_matches_cpu(setup):
     cpu = Predictor(*load_model(d / "tiny.pt"), device="cpu").predict_grid(grid)
     gpu = Predictor(*load_model(d / "tiny.pt"), device="cuda").predict_grid(grid)
     np.testing.assert_allclose(gpu[grid.mask], cpu[grid.mask], rtol=1e-5)
+
+
+def test_onnxruntime_backend_matches_torch(setup, tmp_path):
+    d, model, meta, files = setup
+    assert main(["predict", str(d / "tiny.pt"), str(files[1]), "--backend", "onnxruntime",
+                 "-o", str(tmp_path / "ort.nc")]) == 0
+    grid = read_grid(files[1])
+    np.testing.assert_allclose(read_gamma(tmp_path / "ort.nc")[grid.mask], manual_gamma(model, meta, grid)[grid.mask],
+                               rtol=1e-6)

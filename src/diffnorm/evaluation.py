@@ -125,7 +125,10 @@ def evaluate_estimates(grids: Sequence[Grid], references: Sequence[np.ndarray], 
 
 
 def run_estimator(estimator: Estimator, grids: Sequence[Grid], steps: int) -> tuple[list[np.ndarray], list[float]]:
-    """γ of every grid with the wall time of each call."""
+    """γ of every grid with the wall time of each call (after one untimed warm-up call for estimators
+    marked ``warmup``, such as the CNN, whose first call builds kernels and caches)."""
+    if getattr(estimator, "warmup", False):
+        estimator(grids[0], steps, 0)
     estimates, times = [], []
     for k, grid in enumerate(grids):
         start = time.perf_counter()
@@ -135,7 +138,8 @@ def run_estimator(estimator: Estimator, grids: Sequence[Grid], steps: int) -> tu
 
 
 # -- methods -------------------------------------------------------------------------------
-def parse_method(spec: str, device: str | None = "cpu", force: bool = False) -> tuple[str, Estimator]:
+def parse_method(spec: str, device: str | None = "cpu", force: bool = False,
+                 backend: str = "torch") -> tuple[str, Estimator]:
     """``cnn:MODEL``, ``randomized:N[:SEED]``, ``analytic``, ``exact`` → (label, estimator).
 
     Randomized uses seed ``SEED + field index`` (default SEED 0) so fields get independent noise.
@@ -149,11 +153,12 @@ def parse_method(spec: str, device: str | None = "cpu", force: bool = False) -> 
             raise ValueError("method 'cnn' needs a model: cnn:CHECKPOINT or cnn:sphere-1deg")
         from .prediction import Predictor
 
-        predictor = Predictor.load(arg, device=device)
+        predictor = Predictor.load(arg, device=device, backend=backend)
 
         def cnn(grid: Grid, steps: int, k: int) -> np.ndarray:
             return predictor.predict_grid(grid, steps, force=force)
 
+        cnn.warmup = True
         return f"cnn:{Path(arg).name}", cnn
     if kind == "randomized":
         parts = arg.split(":") if arg else []
@@ -184,13 +189,13 @@ def evaluate_method(method: str | Estimator, root: str | os.PathLike, split: str
 
 
 def compare_methods(methods: Sequence[str], root: str | os.PathLike, split: str = "test", limit: int | None = None,
-                    device: str | None = "cpu", force: bool = False,
-                    log: Callable[[str], None] | None = None) -> pd.DataFrame:
+                    device: str | None = "cpu", force: bool = False, log: Callable[[str], None] | None = None,
+                    backend: str = "torch") -> pd.DataFrame:
     """One row per method: ε_Q9999, ε_max, ε_mean, RMSE (mean and std over fields) and wall time per field."""
     if not methods:
         raise ValueError("no method given")
     grids, refs, steps, files = load_split(root, split, limit)
-    parsed = [parse_method(m, device, force) for m in methods]  # fail early on a bad spec or model
+    parsed = [parse_method(m, device, force, backend) for m in methods]  # fail early on a bad spec or model
     rows = []
     for label, est in parsed:
         estimates, times = run_estimator(est, grids, steps)

@@ -31,6 +31,7 @@ import numpy as np
 from .grid import Grid, read_grid
 from .io import write_gamma
 
+BACKENDS = ("torch", "onnxruntime")
 TARGETS = ("gamma", "gamma2", "inv_gamma", "log_gamma", "log_ratio_analytic")
 
 #: standardized inputs with |z| above this are "far outside" the training distribution
@@ -86,9 +87,13 @@ class Predictor:
     meta: dict
     device: str | None = "cpu"
     name: str = "model"
+    backend: str = "torch"
     _dev: object = field(default=None, init=False, repr=False)
+    _session: object = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
         self._dev = _device(self.device)
         self.model = self.model.to(self._dev).eval()
         self.meta = dict(self.meta)
@@ -106,12 +111,32 @@ class Predictor:
         if std is not None and std.mean.size != len(channels):
             raise ModelMismatchError(f"{self.name}: the input standardizer has {std.mean.size} channels, the model "
                                      f"{len(channels)}")
+        if self.backend == "onnxruntime":
+            self._session = self._onnx_session()
+
+    def _onnx_session(self):
+        """Export the network to ONNX once (checked against PyTorch to 1e-5) and open an onnxruntime session."""
+        import tempfile
+
+        import onnxruntime as ort
+        import torch
+
+        from .export import export_model
+
+        if self._dev.type != "cpu":
+            raise ValueError("backend 'onnxruntime' runs on the CPU here; use --device cpu or --backend torch")
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / "model.onnx"
+            export_model(self.model, self.meta, path, "onnx", verify=True)
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = torch.get_num_threads()
+            return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
     # -- meta data ------------------------------------------------------------------------
     @classmethod
-    def load(cls, model_ref: str | os.PathLike, device: str | None = "cpu") -> Predictor:
+    def load(cls, model_ref: str | os.PathLike, device: str | None = "cpu", backend: str = "torch") -> Predictor:
         model, meta = load_model(model_ref)
-        return cls(model, meta, device=device, name=str(model_ref))
+        return cls(model, meta, device=device, name=str(model_ref), backend=backend)
 
     @property
     def channels(self) -> list[str]:
@@ -215,6 +240,9 @@ class Predictor:
         """Raw network output for a ``(B, C, ny, nx)`` batch (first output channel), float64 numpy."""
         import torch
 
+        if self._session is not None:
+            out = self._session.run(None, {self._session.get_inputs()[0].name: np.ascontiguousarray(x, np.float32)})
+            return np.asarray(out[0], dtype=np.float64)[:, 0]
         with torch.inference_mode():
             out = self.model(torch.as_tensor(x, device=self._dev))
         if isinstance(out, (tuple, list)):

@@ -9,11 +9,14 @@ from pathlib import Path
 
 def _device_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1 or auto")
+    p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                   help="run the network with PyTorch (default) or onnxruntime (CPU; exported and checked to 1e-5)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     ev = sub.add_parser("evaluate", help="SPEC §3 metrics of a model on a data set split, figures and a report")
-    ev.add_argument("model", help="checkpoint path or shipped model name (e.g. sphere-1deg)")
+    ev.add_argument("model", help="checkpoint path or shipped model name (e.g. sphere-1deg); or a method "
+                                  "of compare (randomized:N, analytic) to evaluate it the same way")
     ev.add_argument("dataset", help="data set directory")
     ev.add_argument("--split", default="test")
     ev.add_argument("--limit", type=int, default=None, help="only the first N fields")
@@ -79,12 +82,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from ..evaluation import evaluate_estimates, load_split, run_estimator, write_report
-    from ..prediction import Predictor
+    from ..evaluation import evaluate_estimates, load_split, parse_method, run_estimator, write_report
 
-    predictor = Predictor.load(args.model, device=args.device)
+    kind = args.model.split(":", 1)[0]
+    spec = args.model if kind in ("randomized", "analytic", "exact", "cnn") else f"cnn:{args.model}"
+    estimator = parse_method(spec, device=args.device, force=args.force, backend=args.backend)[1]
     grids, refs, steps, files = load_split(args.dataset, args.split, args.limit)
-    estimates, times = run_estimator(lambda g, m, k: predictor.predict_grid(g, m, force=args.force), grids, steps)
+    estimates, times = run_estimator(estimator, grids, steps)
     ev = evaluate_estimates(grids, refs, estimates, files, times, args.distance)
     report = write_report(ev, args.output, title=f"Evaluation of {args.model}",
                           source=f"Data set `{args.dataset}`, split `{args.split}`, M = {steps}.")
@@ -99,7 +103,7 @@ def _compare(args: argparse.Namespace) -> int:
     from ..evaluation import compare_markdown, compare_methods, write_table
 
     table = compare_methods(args.methods, args.dataset, args.split, args.limit, device=args.device,
-                            force=args.force, log=lambda s: print(s, file=sys.stderr))
+                            force=args.force, log=lambda s: print(s, file=sys.stderr), backend=args.backend)
     print(compare_markdown(table))
     for out in args.output:
         print(f"wrote {write_table(table, out)}", file=sys.stderr)
@@ -109,7 +113,7 @@ def _compare(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from ..prediction import Predictor, predict_files
 
-    predictor = Predictor.load(args.model, device=args.device)
+    predictor = Predictor.load(args.model, device=args.device, backend=args.backend)
     predict_files(predictor, args.grids, args.output, steps=args.steps, batch_size=args.batch_size,
                   force=args.force, log=print)
     return 0

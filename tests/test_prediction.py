@@ -166,3 +166,16 @@ def test_onnxruntime_backend_matches_torch(setup, tmp_path):
     grid = read_grid(files[1])
     np.testing.assert_allclose(read_gamma(tmp_path / "ort.nc")[grid.mask], manual_gamma(model, meta, grid)[grid.mask],
                                rtol=1e-6)
+
+
+def test_geometry_cache_follows_the_mask():
+    grids = make_grids(1)
+    model, meta = make_bundle(grids)
+    p = Predictor(model, meta)
+    g = grids[0]
+    mask2 = g.mask.copy()
+    mask2[5, 5] = ~mask2[5, 5]
+    g2 = type(g)(mask2, g.area, g.diff_x, g.diff_y, g.periodic_x, g.periodic_y)
+    for grid in (g, g2, g):
+        fresh = Predictor(model, meta).inputs(grid, 10)
+        np.testing.assert_array_equal(p.inputs(grid, 10), fresh)

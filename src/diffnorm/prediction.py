@@ -90,6 +90,7 @@ class Predictor:
     backend: str = "torch"
     _dev: object = field(default=None, init=False, repr=False)
     _session: object = field(default=None, init=False, repr=False)
+    _geometry_cache: dict = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -192,13 +193,13 @@ class Predictor:
 
     def inputs(self, grid: Grid, steps: int, check_range: bool = True, where: str = "grid") -> np.ndarray:
         """Standardized ``(C, ny, nx)`` float32 inputs of one grid."""
-        from .features import FEATURES, compute_features
+        from .features import FEATURES
 
         unknown = [c for c in self.channels if c not in FEATURES]
         if unknown:
             raise ModelMismatchError(f"{self.name}: input channel(s) {', '.join(unknown)} unknown to this version; "
                                      f"known: {', '.join(FEATURES)}")
-        feats = compute_features(grid, steps, self.channels)
+        feats = self._features(grid, steps)
         x = np.stack([feats[c] for c in self.channels])
         std = self.standardizer
         if std is not None:
@@ -214,6 +215,26 @@ class Predictor:
                         f"deviations from {self.name}'s training data (worst channel: {self.channels[worst]}); "
                         "check the units of area/diff_x/diff_y (SPEC §1) — use --force to predict anyway")
         return x.astype(np.float32)
+
+    def _features(self, grid: Grid, steps: int) -> dict[str, np.ndarray]:
+        """Input channels; coast distances depend on the mask only and are cached per geometry (many fields
+        on one grid are the usual case)."""
+        import hashlib
+
+        from .features import compute_features
+
+        names = self.channels
+        feats = compute_features(grid, steps, [c for c in names if not c.startswith("distance_")])
+        for c in names:
+            if c.startswith("distance_"):
+                key = (c, grid.shape, grid.periodic_x, grid.periodic_y,
+                       hashlib.sha1(np.packbits(grid.mask).tobytes()).hexdigest())
+                if key not in self._geometry_cache:
+                    if len(self._geometry_cache) >= 8:
+                        self._geometry_cache.pop(next(iter(self._geometry_cache)))
+                    self._geometry_cache[key] = compute_features(grid, steps, [c])[c]
+                feats[c] = self._geometry_cache[key]
+        return feats
 
     def decode(self, out: np.ndarray, grid: Grid, steps: int) -> np.ndarray:
         """Network output ``(ny, nx)`` → γ (NaN on land)."""

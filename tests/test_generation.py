@@ -291,3 +291,9 @@ def test_failed_samples_reported_after_the_others(reference, tmp_path, monkeypat
     monkeypatch.setattr(normalization, "exact_normalization", real)
     generate_dataset(out, CONFIG, scheduler="synchronous", progress=False)
     assert_same_dataset(reference, out)
+
+
+def test_shipped_study_config():
+    cfg = DatasetConfig.from_yaml(Path(__file__).parents[1] / "configs/dataset-study.yaml")
+    assert (cfg.family, cfg.generator, cfg.steps) == ("sphere", "study", 10)
+    assert cfg.splits == {"train": 10, "val": 1, "test": 190}

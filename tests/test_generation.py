@@ -297,3 +297,29 @@ def test_shipped_study_config():
     cfg = DatasetConfig.from_yaml(Path(__file__).parents[1] / "configs/dataset-study.yaml")
     assert (cfg.family, cfg.generator, cfg.steps) == ("sphere", "study", 10)
     assert cfg.splits == {"train": 10, "val": 1, "test": 190}
+
+
+def _nemo_mesh(path: Path, ny: int = 6, nx: int = 8) -> None:
+    tmask = np.ones((1, 1, ny, nx), dtype=np.int8)
+    tmask[..., 0, :] = 0
+    tmask[..., 2:4, 3] = 0
+    e = np.full((1, ny, nx), 1.0e5)
+    xr.Dataset({"tmask": (("t", "z", "y", "x"), tmask), "e1t": (("t", "y", "x"), e),
+                "e2t": (("t", "y", "x"), 0.8 * e)}).to_netcdf(path)
+
+
+def test_nemo_family_and_generator_mismatch(tmp_path):
+    mesh = tmp_path / "mesh.nc"
+    _nemo_mesh(mesh)
+    cfg = {"family": "nemo", "family_params": {"mesh_path": str(mesh), "periodic_x": True},
+           "generator": "isotropic", "steps": 4, "seed": 0, "splits": {"train": 2, "test": 1}}
+    out = generate_dataset(tmp_path / "nemo", cfg, scheduler="synchronous", progress=False)
+    m = load_manifest(out)
+    assert m["shape"] == [6, 8] and m["periodic_x"] is True and m["family_params"]["mesh_path"] == str(mesh)
+    with xr.open_dataset(out / "train/sample_000001.nc") as ds:
+        assert int(ds.attrs["periodic_x"]) == 1 and int(ds["mask"].sum()) == 6 * 8 - 8 - 2
+    # the equatorial generator needs latitudes, which this mesh lacks: refused before any work
+    with pytest.raises(DatasetError, match="latitudes"):
+        generate_dataset(tmp_path / "nemo_eq", {**cfg, "generator": "equatorial"}, scheduler="synchronous",
+                         progress=False)
+    assert not (tmp_path / "nemo_eq").exists()

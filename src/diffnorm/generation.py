@@ -410,6 +410,11 @@ def generate_dataset(output_dir: str | os.PathLike, config: DatasetConfig | dict
     shape = tuple(mask.shape)
     px, py = bool(geometry.periodic_x), bool(getattr(geometry, "periodic_y", False))
     manifest = _manifest(config, shape, px, py, complete=False)
+    if manifest["samples"]:  # cheap: catches generator/family mismatches before any cluster starts
+        try:
+            _generate_grid(geometry, mask, config, manifest["samples"][0]["seed"])
+        except ValueError as exc:
+            raise DatasetError(f"generator {config.generator!r} on family {config.family!r}: {exc}") from exc
     if (directory / MANIFEST).exists():
         _check_compatible(load_manifest(directory), manifest, directory)
     elif directory.exists() and any(directory.iterdir()):

@@ -75,6 +75,9 @@ class NormalizationDataset(_TorchDataset):
     def __getitem__(self, i: int) -> dict:
         entry = self.samples[self._index(i)]
         item = read_sample(self.root / entry["file"], dtype=self.dtype)
+        if item["mask"].shape != self.shape:
+            raise DatasetError(f"{self.root / entry['file']} has shape {item['mask'].shape}, the manifest says "
+                               f"{self.shape}")
         if item["split"] != self.split or item["index"] != entry["index"] or item["seed"] != entry["seed"]:
             raise DatasetError(f"{self.root / entry['file']} holds sample {item['split']}/{item['index']} "
                                f"(seed {item['seed']}), not {self.split}/{entry['index']} (seed {entry['seed']}) "

@@ -87,7 +87,7 @@ def test_predict_one_file_equals_forward(setup, tmp_path):
 def test_predict_many_files_batched_into_directory(setup, tmp_path):
     d, model, meta, files = setup
     assert main(["predict", str(d / "tiny.pt"), *map(str, files), "-o", str(tmp_path / "out"),
-                 "--batch-size", "2", "--steps", "10"]) == 0
+                 "--batch-size", "2", "--steps", "10", "--threads", "1"]) == 0
     for f in files:
         gamma = read_gamma(tmp_path / "out" / f.name)
         grid = read_grid(f)

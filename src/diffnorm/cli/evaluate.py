@@ -16,13 +16,24 @@ def _device_arg(p: argparse.ArgumentParser) -> None:
                         "can be several times faster than oversubscribed cores")
 
 
-def _set_threads(args: argparse.Namespace) -> None:
-    if getattr(args, "threads", None):
+def _with_threads(fn):
+    """Run a command with ``--threads`` CPU threads, restoring the previous count afterwards."""
+
+    def run(args: argparse.Namespace) -> int:
+        if not getattr(args, "threads", None):
+            return fn(args)
         if args.threads < 1:
             raise ValueError("--threads must be >= 1")
         import torch
 
+        before = torch.get_num_threads()
         torch.set_num_threads(args.threads)
+        try:
+            return fn(args)
+        finally:
+            torch.set_num_threads(before)
+
+    return run
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--force", action="store_true", help="predict even for inputs far outside the training range")
     ev.add_argument("-o", "--output", required=True, help="output directory (report.md, CSVs, PNGs)")
     _device_arg(ev)
-    ev.set_defaults(func=_evaluate)
+    ev.set_defaults(func=_with_threads(_evaluate))
 
     cmp_ = sub.add_parser("compare", help="every method on the same fields: errors and wall time per field")
     cmp_.add_argument("dataset")
@@ -49,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     cmp_.add_argument("-o", "--output", action="append", default=[],
                       help="table file: .csv or .md (repeatable); the Markdown table is printed either way")
     _device_arg(cmp_)
-    cmp_.set_defaults(func=_compare)
+    cmp_.set_defaults(func=_with_threads(_compare))
 
     pr = sub.add_parser("predict", help="γ of new grid files with a trained network (SPEC §4 output)")
     pr.add_argument("model", help="checkpoint path or shipped model name (e.g. sphere-1deg)")
@@ -61,7 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--force", action="store_true", help="predict even for inputs far outside the training range")
     pr.add_argument("-o", "--output", required=True, help="output file (one input) or directory (several)")
     _device_arg(pr)
-    pr.set_defaults(func=_predict)
+    pr.set_defaults(func=_with_threads(_predict))
 
     ex = sub.add_parser("export", help="export a network to ONNX or TorchScript (meta data in FILE.json)")
     ex.add_argument("model", help="checkpoint path or shipped model name")
@@ -94,7 +105,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    _set_threads(args)
     from ..evaluation import evaluate_estimates, load_split, parse_method, run_estimator, write_report
 
     kind = args.model.split(":", 1)[0]
@@ -113,7 +123,6 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    _set_threads(args)
     from ..evaluation import compare_markdown, compare_methods, write_table
 
     table = compare_methods(args.methods, args.dataset, args.split, args.limit, device=args.device,
@@ -125,7 +134,6 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    _set_threads(args)
     from ..prediction import Predictor, predict_files
 
     predictor = Predictor.load(args.model, device=args.device, backend=args.backend)

@@ -323,3 +323,11 @@ def test_nemo_family_and_generator_mismatch(tmp_path):
         generate_dataset(tmp_path / "nemo_eq", {**cfg, "generator": "equatorial"}, scheduler="synchronous",
                          progress=False)
     assert not (tmp_path / "nemo_eq").exists()
+
+
+def test_one_spelling_per_number():
+    a = DatasetConfig.from_dict({**CONFIG, "family_params": {"lat_range": [30, 40], "lon_range": [-80, -68], "res": 1},
+                                 "generator_params": {"min_length": 1, "max_length": 3, "coast_ramp": [2, 5]}})
+    b = DatasetConfig.from_dict({**CONFIG, "generator_params": {"min_length": 1.0, "max_length": 3.0,
+                                                                "coast_ramp": [2.0, 5.0]}})
+    assert a.to_dict() == b.to_dict() and json.dumps(a.to_dict()) == json.dumps(b.to_dict())

@@ -122,7 +122,7 @@ class DatasetConfig:
         except ValueError as exc:
             raise DatasetError(str(exc)) from exc
         # 1 and 1.0 are the same parameter: store one spelling so equal configs give equal files
-        self.generator_params = _plain({k: float(v) if isinstance(defaults.get(k), float) and _is_int(v) else v
+        self.generator_params = _plain({k: v if _is_int(defaults.get(k)) else _ints_to_floats(v)
                                         for k, v in full.items()})
         try:
             self.steps = check_steps(self.steps)
@@ -161,6 +161,13 @@ class DatasetConfig:
 
 def _is_int(v) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _ints_to_floats(v):
+    """Integers (also inside lists) as floats: the generators' numeric parameters are real numbers."""
+    if isinstance(v, (list, tuple)):
+        return [_ints_to_floats(x) for x in v]
+    return float(v) if _is_int(v) else v
 
 
 def _family_params(params: dict) -> dict:

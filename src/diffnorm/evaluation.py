@@ -269,7 +269,7 @@ def write_report(ev: Evaluation, out_dir: str | os.PathLike, title: str = "Evalu
     if ev.example is not None:
         grid, ref, est = ev.example
         figs["example_gamma.png"] = plots.plot_field(np.where(grid.mask, est, np.nan), out / "example_gamma.png",
-                                                     title=f"γ predicted, {ev.per_field['file'].iloc[0]}", label="γ")
+                                                     title=f"γ estimated, {ev.per_field['file'].iloc[0]}", label="γ")
         figs["example_error.png"] = plots.plot_error_map(est, ref, grid.mask, out / "example_error.png",
                                                          title=f"ε, {ev.per_field['file'].iloc[0]}")
     s = ev.summary

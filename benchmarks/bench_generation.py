@@ -9,7 +9,9 @@ For each worker count a :class:`distributed.LocalCluster` (processes, one thread
 so imports and the first factorization are not timed), then ``--samples`` training samples are
 generated into a fresh directory. Reported: end-to-end samples/hour of that call (it includes
 building the family's geometry and land mask in the client) and the compute rate without that
-set-up, and the scaling ratio of the largest worker count to one worker.
+set-up, the scaling ratio to one worker, the CPU seconds per sample spent in the workers (a
+load-independent cost: an idle machine's rate is about ``3600 / (CPU s/sample)`` per core) and the
+machine's load average during the run (on a shared machine other processes take cores).
 """
 
 from __future__ import annotations
@@ -26,6 +28,14 @@ from distributed import Client, LocalCluster
 from diffnorm.generation import DatasetConfig, generate_dataset
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU time of this (worker) process."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def run(workers: int, samples: int, base: dict, root: Path) -> dict:
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
@@ -35,11 +45,16 @@ def run(workers: int, samples: int, base: dict, root: Path) -> dict:
         t0 = time.perf_counter()
         DatasetConfig.from_dict(cfg).build_geometry()
         setup = time.perf_counter() - t0
+        cpu0 = client.run(_cpu_seconds)
+        load0 = os.getloadavg()[0]
         t0 = time.perf_counter()
         generate_dataset(root / f"run{workers}", cfg, scheduler=client, progress=True)
         wall = time.perf_counter() - t0
-    return {"workers": workers, "samples": samples, "wall": wall, "setup": setup,
-            "per_hour": samples / wall * 3600, "per_hour_compute": samples / max(wall - setup, 1e-9) * 3600}
+        cpu = sum(client.run(_cpu_seconds).values()) - sum(cpu0.values())
+        load = (load0 + os.getloadavg()[0]) / 2
+    return {"workers": workers, "samples": samples, "wall": wall, "setup": setup, "load": load,
+            "cpu_per_sample": cpu / samples, "per_hour": samples / wall * 3600,
+            "per_hour_compute": samples / max(wall - setup, 1e-9) * 3600}
 
 
 def main() -> None:
@@ -60,15 +75,17 @@ def main() -> None:
             r = run(w, args.samples, base, Path(tmp))
             results.append(r)
             print(f"workers={w}: {r['samples']} samples in {r['wall']:.1f} s (geometry set-up {r['setup']:.1f} s) "
-                  f"-> {r['per_hour']:.0f} samples/h end-to-end, {r['per_hour_compute']:.0f} samples/h compute",
+                  f"-> {r['per_hour']:.0f} samples/h end-to-end, {r['per_hour_compute']:.0f} samples/h compute; "
+                  f"{r['cpu_per_sample']:.1f} CPU s/sample in the workers; load average {r['load']:.2f}",
                   flush=True)
     one = next((r for r in results if r["workers"] == 1), None)
-    print("\n| Dask workers | samples | wall time (s) | samples/hour (end-to-end) | samples/hour (compute) | scaling |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("\n| Dask workers | samples | wall time (s) | samples/hour | scaling vs 1 worker | CPU s/sample | "
+          "machine load average |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
-        scale = f"{r['per_hour_compute'] / one['per_hour_compute']:.2f}x" if one else "-"
-        print(f"| {r['workers']} | {r['samples']} | {r['wall']:.1f} | {r['per_hour']:.0f} | "
-              f"{r['per_hour_compute']:.0f} | {scale} |")
+        scale = f"{r['per_hour'] / one['per_hour']:.2f}x" if one else "-"
+        print(f"| {r['workers']} | {r['samples']} | {r['wall']:.1f} | {r['per_hour']:.0f} | {scale} | "
+              f"{r['cpu_per_sample']:.1f} | {r['load']:.2f} |")
 
 
 if __name__ == "__main__":

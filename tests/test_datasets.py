@@ -81,7 +81,11 @@ def test_missing_and_corrupt_files(dataset_dir, tmp_path):
     (work / "train/sample_000001.nc").write_bytes(b"garbage")
     with xr.open_dataset(work / "test/sample_000000.nc") as raw:
         raw.load().drop_vars("gamma").to_netcdf(work / "test/sample_000001.nc")
-    ds = NormalizationDataset(work, "train")
+    manifest = json.loads((work / "manifest.json").read_text())
+    (work / "manifest.json").write_text(json.dumps({**manifest, "complete": False}))
+    with pytest.warns(UserWarning, match="incomplete"):
+        ds = NormalizationDataset(work, "train")
+    (work / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(FileNotFoundError, match="sample_000000.nc"):
         ds[0]
     with pytest.raises(DatasetError, match="sample_000001.nc"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -51,6 +52,10 @@ class NormalizationDataset(_TorchDataset):
         self.dtype = np.dtype(dtype)
         self.transform = transform
         self.manifest = load_manifest(self.root)
+        if not self.manifest.get("complete", True):
+            warnings.warn(f"the data set {self.root} is incomplete (its generation did not finish); missing "
+                          "samples raise FileNotFoundError. Run `diffnorm dataset generate` on it again.",
+                          stacklevel=2)
         samples = sorted((s for s in self.manifest["samples"] if s["split"] == split), key=lambda s: s["index"])
         self.samples = samples
         self.shape = tuple(self.manifest["shape"])

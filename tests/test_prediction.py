@@ -179,3 +179,53 @@ def test_geometry_cache_follows_the_mask():
     for grid in (g, g2, g):
         fresh = Predictor(model, meta).inputs(grid, 10)
         np.testing.assert_array_equal(p.inputs(grid, 10), fresh)
+
+
+def _training_bundle(grids, periodic_x=False):
+    models = pytest.importorskip("diffnorm.models")
+    from diffnorm.transforms.inputs import InputTransform
+    from diffnorm.transforms.targets import TargetTransform, analytic_prior
+
+    channels = ["mask", "distance", "sf_diff_x", "sf_diff_y", "analytic_sf"]
+    it = InputTransform(channels).fit([InputTransform(channels).raw(g, 10) for g in grids])
+    tt = TargetTransform("log_ratio_analytic", 0.05, 0.1)
+    torch.manual_seed(0)
+    model = models.build_model("cnn", in_channels=len(channels), filters=8, blocks=1, skip="v2", padding="valid",
+                               periodic_x=periodic_x).eval()
+    # the meta data of diffnorm.pretrained.load_model (flat target keys)
+    meta = {"channels": channels, "input_transform": it.to_dict(), "target": tt.kind, "target_mean": tt.mean,
+            "target_std": tt.std, "steps": 10, "periodic_x": periodic_x, "periodic_y": False, "standardizer": None}
+
+    def manual(grid):
+        prior = analytic_prior(grid, 10)
+        model.periodic_x, model.periodic_y = grid.periodic_x, grid.periodic_y
+        with torch.no_grad():
+            y = model(torch.from_numpy(it(grid, 10, prior))[None])[0, 0].double().numpy()
+        return tt.inverse(y, grid.mask, prior)
+
+    return model, meta, manual
+
+
+def test_training_code_models_and_transforms():
+    grids = make_grids(2)
+    model, meta, manual = _training_bundle(grids)
+    p = Predictor(model, meta)
+    assert p.transforms and p.channels[1] == "distance"
+    gammas = p.predict(grids, batch_size=2)
+    pretrained = pytest.importorskip("diffnorm.pretrained")
+    for g, gamma in zip(grids, gammas, strict=True):
+        np.testing.assert_allclose(gamma[g.mask], manual(g)[g.mask], rtol=1e-6)
+        # the training code's own one-grid path gives the same γ
+        np.testing.assert_allclose(gamma[g.mask], pretrained.predict_gamma(model, meta, g)[g.mask], rtol=1e-6)
+    # the network pads by the grid's periodicity (walls here, periodic there): no silent wrong padding
+    per = type(grids[0])(grids[0].mask, grids[0].area, grids[0].diff_x, grids[0].diff_y, True, False)
+    np.testing.assert_allclose(p.predict_grid(per)[per.mask], manual(per)[per.mask], rtol=1e-6)
+    # scripted/exported copies cannot change their padding: a periodicity mismatch is an error there
+    model.periodic_x = False
+    p_ort = Predictor(model, meta, backend="onnxruntime")
+    np.testing.assert_allclose(p_ort.predict_grid(grids[1])[grids[1].mask], manual(grids[1])[grids[1].mask],
+                               rtol=1e-5)
+    with pytest.raises(ModelMismatchError, match="periodic_x"):
+        p_ort.predict_grid(per)
+    with pytest.raises(ModelMismatchError, match="standard deviations"):
+        p.predict_grid(grids[0].with_diffusivity(grids[0].diff_x * 1e8, grids[0].diff_y))

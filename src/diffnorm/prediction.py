@@ -1,16 +1,18 @@
 """γ from a trained network for new grids: load a model, check the grid fits it, predict in batches.
 
-A *model* is a ``torch.nn.Module`` plus a *meta* dict describing how it was trained. The keys this
-module reads (all produced by the training code; see ``docs/evaluation.md``):
+A *model* is a ``torch.nn.Module`` plus a *meta* dict describing how it was trained. Two forms of
+meta data are understood (see ``docs/evaluation.md``):
 
-- ``channels``: the input feature names, in order (:data:`diffnorm.features.FEATURES`);
-- ``steps``: the number of implicit steps M the labels were computed with;
-- ``standardizer``: :meth:`diffnorm.transforms.Standardizer.to_dict` of the input channels (or None);
-- ``target``: what the network predicts — ``gamma``, ``gamma2``, ``inv_gamma``, ``log_gamma`` or
-  ``log_ratio_analytic`` (log of γ over the analytic γ); ``target_mean``/``target_std`` undo its
-  standardization (default 0/1);
-- optional ``shape_multiple`` (e.g. a U-Net needs ny, nx divisible by 2^depth), ``periodic_x``/
-  ``periodic_y`` (the padding the network was trained with) and ``shape`` (training shape, informative).
+- the training code's (:func:`diffnorm.pretrained.load_model`): ``input_transform``
+  (:class:`diffnorm.transforms.inputs.InputTransform` state, with its ``channels``), ``target``,
+  ``target_mean``, ``target_std`` (:class:`diffnorm.transforms.targets.TargetTransform`), ``steps``,
+  ``periodic_x``/``periodic_y``. Its networks pad their input themselves using their
+  ``periodic_x``/``periodic_y`` attributes, which are set from each grid before the forward pass;
+- a plain form: ``channels`` (:data:`diffnorm.features.FEATURES`), ``standardizer``
+  (:meth:`diffnorm.transforms.Standardizer.to_dict` or None), ``target`` — ``gamma``, ``gamma2``,
+  ``inv_gamma``, ``log_gamma`` or ``log_ratio_analytic`` (log of γ over the analytic γ) —,
+  ``target_mean``/``target_std``, ``steps`` and optional ``shape_multiple``, ``min_size``,
+  ``periodic_x``/``periodic_y``.
 
 Every mismatch between a grid and the model (channels, steps, periodicity, shape, inputs far
 outside the standardized training range) raises :class:`ModelMismatchError` with what to do about
@@ -40,7 +42,7 @@ Z_LIMIT = 12.0
 Z_FRACTION = 0.01
 
 # Where the training code may define ``load_model`` / ``predict_gamma`` (first found wins).
-_TRAINING_MODULES = ("diffnorm.models", "diffnorm.training", "diffnorm.inference", "diffnorm.pretrained")
+_TRAINING_MODULES = ("diffnorm.pretrained", "diffnorm.models", "diffnorm.training")
 
 
 class ModelMismatchError(ValueError):
@@ -91,6 +93,7 @@ class Predictor:
     _dev: object = field(default=None, init=False, repr=False)
     _session: object = field(default=None, init=False, repr=False)
     _geometry_cache: dict = field(default_factory=dict, init=False, repr=False)
+    _fixed_periodicity: dict = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -100,18 +103,32 @@ class Predictor:
         self.meta = dict(self.meta)
         channels = self.channels
         if not channels:
-            raise ModelMismatchError(f"{self.name}: its meta data lists no input channels ('channels')")
+            raise ModelMismatchError(f"{self.name}: its meta data lists no input channels ('channels' or "
+                                     "'input_transform')")
         n_in = _first_conv_in_channels(self.model)
         if n_in is not None and n_in != len(channels):
             raise ModelMismatchError(f"{self.name}: the network takes {n_in} input channels but its meta data "
                                      f"lists {len(channels)} ({', '.join(channels)}); the checkpoint is inconsistent")
-        target = self.meta.get("target", "gamma")
-        if target not in TARGETS:
-            raise ModelMismatchError(f"{self.name}: unknown target {target!r}; this version knows {', '.join(TARGETS)}")
-        std = self.standardizer
-        if std is not None and std.mean.size != len(channels):
-            raise ModelMismatchError(f"{self.name}: the input standardizer has {std.mean.size} channels, the model "
-                                     f"{len(channels)}")
+        if self.transforms:
+            from .transforms.inputs import CHANNELS as KNOWN
+
+            unknown = [c for c in channels if c not in KNOWN]
+            if unknown:
+                raise ModelMismatchError(f"{self.name}: input channel(s) {', '.join(unknown)} unknown to this "
+                                         f"version; known: {', '.join(KNOWN)}")
+            it = self.input_transform
+            if it.mean is None or it.std is None:
+                raise ModelMismatchError(f"{self.name}: its input transform was never fitted (no mean/std)")
+            self.target_transform  # noqa: B018 - validates the target kind
+        else:
+            target = self.meta.get("target", "gamma")
+            if target not in TARGETS:
+                raise ModelMismatchError(f"{self.name}: unknown target {target!r}; this version knows "
+                                         f"{', '.join(TARGETS)}")
+            std = self.standardizer
+            if std is not None and std.mean.size != len(channels):
+                raise ModelMismatchError(f"{self.name}: the input standardizer has {std.mean.size} channels, the "
+                                         f"model {len(channels)}")
         if self.backend == "onnxruntime":
             self._session = self._onnx_session()
 
@@ -126,6 +143,8 @@ class Predictor:
 
         if self._dev.type != "cpu":
             raise ValueError("backend 'onnxruntime' runs on the CPU here; use --device cpu or --backend torch")
+        self._fixed_periodicity = {a: bool(getattr(self.model, a)) for a in ("periodic_x", "periodic_y")
+                                   if hasattr(self.model, a)}
         with tempfile.TemporaryDirectory() as d:
             path = Path(d) / "model.onnx"
             export_model(self.model, self.meta, path, "onnx", verify=True)
@@ -140,8 +159,57 @@ class Predictor:
         return cls(model, meta, device=device, name=str(model_ref), backend=backend)
 
     @property
+    def transforms(self) -> bool:
+        """True for the training code's meta data (``input_transform``/``target_transform`` dicts of
+        :mod:`diffnorm.transforms.inputs`/``targets``), False for the plain keys of the module docstring."""
+        return isinstance(self.meta.get("input_transform"), dict)
+
+    @property
+    def input_transform(self):
+        from .transforms.inputs import InputTransform
+
+        return InputTransform.from_dict(self.meta["input_transform"])
+
+    @property
+    def target_transform(self):
+        from .transforms.targets import TargetTransform
+
+        state = self.meta.get("target_transform")
+        if not isinstance(state, dict):  # the training code's flat keys
+            state = {"kind": self.meta.get("target", "gamma"), "mean": self.meta.get("target_mean", 0.0),
+                     "std": self.meta.get("target_std", 1.0)}
+        try:
+            return TargetTransform.from_dict(state)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ModelMismatchError(f"{self.name}: bad target transform {state}: {exc}") from exc
+
+    @property
     def channels(self) -> list[str]:
+        if self.transforms:
+            return list(self.meta["input_transform"].get("channels") or [])
         return list(self.meta.get("channels") or self.meta.get("features") or [])
+
+    def _padding_follows_grid(self) -> bool:
+        """The network pads by the grid's periodicity at run time (the training code's models expose
+        ``periodic_x``/``periodic_y`` attributes used in ``forward``), so any periodicity is fine."""
+        import torch
+
+        return (self._session is None and not isinstance(self.model, torch.jit.ScriptModule)
+                and hasattr(self.model, "periodic_x") and hasattr(self.model, "periodic_y"))
+
+    def _trained_periodicity(self) -> dict:
+        if self._fixed_periodicity:
+            return dict(self._fixed_periodicity)
+        out = {}
+        for axis in ("periodic_x", "periodic_y"):
+            if self.meta.get(axis) is not None:
+                out[axis] = bool(self.meta[axis])
+            elif hasattr(self.model, axis):
+                try:
+                    out[axis] = bool(getattr(self.model, axis))
+                except Exception:  # noqa: BLE001 - TorchScript attributes may not convert
+                    pass
+        return out
 
     @property
     def steps(self) -> int | None:
@@ -185,14 +253,50 @@ class Predictor:
         min_size = int(self.meta.get("min_size") or 1)
         if min(ny, nx) < min_size:
             raise ModelMismatchError(f"{where}: shape {ny}x{nx} is smaller than {self.name}'s minimum {min_size}")
-        for axis in ("periodic_x", "periodic_y"):
-            if axis in self.meta and self.meta[axis] is not None and bool(self.meta[axis]) != getattr(grid, axis):
-                raise ModelMismatchError(f"{where}: {axis} = {int(getattr(grid, axis))} but {self.name} was trained "
-                                         f"with {axis} = {int(bool(self.meta[axis]))}; its padding would be wrong")
+        if not self._padding_follows_grid():
+            for axis, trained in self._trained_periodicity().items():
+                if trained != getattr(grid, axis):
+                    raise ModelMismatchError(
+                        f"{where}: {axis} = {int(getattr(grid, axis))} but {self.name} pads with {axis} = "
+                        f"{int(trained)} (fixed in this exported/scripted network); its padding would be wrong — "
+                        "use the checkpoint with --backend torch")
         return int(steps if steps is not None else grid_steps if grid_steps is not None else model_steps or 0)
 
-    def inputs(self, grid: Grid, steps: int, check_range: bool = True, where: str = "grid") -> np.ndarray:
+    def _prior(self, grid: Grid, steps: int) -> np.ndarray | None:
+        if not self.transforms:
+            return None
+        needs = self.target_transform.needs_prior or any(c in ("analytic", "analytic_sf") for c in self.channels)
+        if not needs:
+            return None
+        from .transforms.targets import analytic_prior
+
+        return analytic_prior(grid, steps)
+
+    def _check_range(self, z: np.ndarray, grid: Grid, names: Sequence[str], where: str) -> None:
+        ocean = z[:, grid.mask]
+        far = np.abs(ocean) > Z_LIMIT
+        frac = far.any(axis=0).mean()
+        if frac > Z_FRACTION:
+            worst = int(np.argmax(far.sum(axis=1)))
+            raise ModelMismatchError(
+                f"{where}: {100 * frac:.1f}% of the ocean cells have inputs more than {Z_LIMIT:g} standard "
+                f"deviations from {self.name}'s training data (worst channel: {names[worst]}); "
+                "check the units of area/diff_x/diff_y (SPEC §1) — use --force to predict anyway")
+
+    def inputs(self, grid: Grid, steps: int, check_range: bool = True, where: str = "grid",
+               prior: np.ndarray | None = None) -> np.ndarray:
         """Standardized ``(C, ny, nx)`` float32 inputs of one grid."""
+        if self.transforms:
+            if prior is None:
+                prior = self._prior(grid, steps)
+            z = self.input_transform(grid, steps, prior)
+            if check_range:
+                from .transforms.inputs import FIXED
+
+                keep = [k for k, c in enumerate(self.channels) if c not in FIXED]
+                if keep:
+                    self._check_range(z[keep], grid, [self.channels[k] for k in keep], where)
+            return z.astype(np.float32)
         from .features import FEATURES
 
         unknown = [c for c in self.channels if c not in FEATURES]
@@ -205,15 +309,7 @@ class Predictor:
         if std is not None:
             x = std.transform(x, grid.mask)
             if check_range:
-                ocean = x[:, grid.mask]
-                far = np.abs(ocean) > Z_LIMIT
-                frac = far.any(axis=0).mean()
-                if frac > Z_FRACTION:
-                    worst = int(np.argmax(far.sum(axis=1)))
-                    raise ModelMismatchError(
-                        f"{where}: {100 * frac:.1f}% of the ocean cells have inputs more than {Z_LIMIT:g} standard "
-                        f"deviations from {self.name}'s training data (worst channel: {self.channels[worst]}); "
-                        "check the units of area/diff_x/diff_y (SPEC §1) — use --force to predict anyway")
+                self._check_range(x, grid, self.channels, where)
         return x.astype(np.float32)
 
     def _features(self, grid: Grid, steps: int) -> dict[str, np.ndarray]:
@@ -236,8 +332,12 @@ class Predictor:
                 feats[c] = self._geometry_cache[key]
         return feats
 
-    def decode(self, out: np.ndarray, grid: Grid, steps: int) -> np.ndarray:
+    def decode(self, out: np.ndarray, grid: Grid, steps: int, prior: np.ndarray | None = None) -> np.ndarray:
         """Network output ``(ny, nx)`` → γ (NaN on land)."""
+        if self.transforms:
+            if prior is None:
+                prior = self._prior(grid, steps)
+            return self.target_transform.inverse(out, grid.mask, prior)
         y = np.asarray(out, dtype=np.float64) * float(self.meta.get("target_std", 1.0)) \
             + float(self.meta.get("target_mean", 0.0))
         target = self.meta.get("target", "gamma")
@@ -257,9 +357,14 @@ class Predictor:
         return np.where(grid.mask, gamma, np.nan)
 
     # -- prediction -----------------------------------------------------------------------
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """Raw network output for a ``(B, C, ny, nx)`` batch (first output channel), float64 numpy."""
+    def forward(self, x: np.ndarray, periodic: tuple[bool, bool] | None = None) -> np.ndarray:
+        """Raw network output for a ``(B, C, ny, nx)`` batch (first output channel), float64 numpy.
+
+        ``periodic`` = the grids' ``(periodic_x, periodic_y)``, used by networks that pad at run time."""
         import torch
+
+        if periodic is not None and self._padding_follows_grid():
+            self.model.periodic_x, self.model.periodic_y = bool(periodic[0]), bool(periodic[1])
 
         if self._session is not None:
             out = self._session.run(None, {self._session.get_inputs()[0].name: np.ascontiguousarray(x, np.float32)})
@@ -279,21 +384,18 @@ class Predictor:
         names = list(names) if names is not None else [f"grid {k}" for k in range(len(grids))]
         ms = [self.check_grid(g, steps, where=n) for g, n in zip(grids, names, strict=True)]
         out: list[np.ndarray | None] = [None] * len(grids)
-        external = _training_function("predict_gamma") if self.meta.get("use_training_predict") else None
-        by_shape: dict[tuple, list[int]] = {}
+        groups: dict[tuple, list[int]] = {}
         for k, g in enumerate(grids):
-            by_shape.setdefault(g.shape, []).append(k)
-        for idx in by_shape.values():
+            groups.setdefault((g.shape, g.periodic_x, g.periodic_y), []).append(k)
+        for (_, px, py), idx in groups.items():
             for start in range(0, len(idx), max(1, batch_size)):
                 chunk = idx[start:start + batch_size]
-                if external is not None:
-                    for k in chunk:
-                        out[k] = np.where(grids[k].mask, np.asarray(external(self.model, self.meta, grids[k])), np.nan)
-                    continue
-                x = np.stack([self.inputs(grids[k], ms[k], check_range=not force, where=names[k]) for k in chunk])
-                y = self.forward(x)
-                for k, yk in zip(chunk, y, strict=True):
-                    out[k] = self.decode(yk, grids[k], ms[k])
+                priors = [self._prior(grids[k], ms[k]) for k in chunk]
+                x = np.stack([self.inputs(grids[k], ms[k], check_range=not force, where=names[k], prior=pr)
+                              for k, pr in zip(chunk, priors, strict=True)])
+                y = self.forward(x, (px, py))
+                for k, yk, pr in zip(chunk, y, priors, strict=True):
+                    out[k] = self.decode(yk, grids[k], ms[k], pr)
         for k, gamma in enumerate(out):
             bad = grids[k].mask & ~(np.isfinite(gamma) & (gamma > 0))
             if bad.any():
@@ -306,20 +408,34 @@ class Predictor:
 
 
 # -- loading ------------------------------------------------------------------------------
+def _is_bundle(path: Path) -> bool:
+    """A TorchScript archive written by :func:`save_bundle` or ``diffnorm export --format torchscript``."""
+    import zipfile
+
+    if not path.is_file() or not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any(n.endswith("extra/meta.json") for n in z.namelist())
+
+
 def load_model(model_ref: str | os.PathLike):
     """``(model in eval mode, meta)`` from a checkpoint path or a shipped model name (``sphere-1deg``).
 
-    Uses the training code's ``load_model`` when it exists; otherwise reads a ``torch.save``'d
-    dict ``{"model": <TorchScript or nn.Module state>, "meta": {...}}`` written by :func:`save_bundle`.
+    TorchScript files with embedded meta data (:func:`save_bundle`, ``diffnorm export --format
+    torchscript``) load here; everything else goes to the training code's loader
+    (:func:`diffnorm.pretrained.load_model`: Lightning checkpoints, slim model files, shipped names).
     """
+    path = Path(model_ref)
+    if _is_bundle(path):
+        return load_bundle(path)
     fn = _training_function("load_model")
     if fn is not None:
         model, meta = fn(model_ref)
         return model.eval(), dict(meta)
-    path = Path(model_ref)
     if not path.exists():
         raise FileNotFoundError(f"no such model: {model_ref} (neither a checkpoint file nor a shipped model name)")
-    return load_bundle(path)
+    raise ValueError(f"cannot read model {model_ref}: not a TorchScript bundle, and the training code that reads "
+                     "checkpoints is not installed")
 
 
 def save_bundle(model, meta: dict, path: str | os.PathLike) -> None:

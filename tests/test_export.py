@@ -80,3 +80,19 @@ def test_export_api_report_and_bad_format(bundle, tmp_path):
     assert report["max_abs_diff"] <= 1e-5
     with pytest.raises(ValueError, match="unknown format"):
         export_model(model, meta, tmp_path / "m.x", "tflite")
+
+
+def test_export_a_training_checkpoint(tmp_path):
+    """A slim model file of the training code (``{"state_dict", "meta"}``): loaded by diffnorm.pretrained."""
+    models = pytest.importorskip("diffnorm.models")
+    pytest.importorskip("diffnorm.pretrained")
+    kwargs = {"in_channels": 3, "filters": 8, "blocks": 2, "skip": "v2", "padding": "valid", "periodic_x": True}
+    torch.manual_seed(0)
+    model = models.build_model("cnn", **kwargs).eval()
+    meta = {"format": "diffnorm-model/1", "model": "cnn", "model_kwargs": kwargs, "channels": ["mask", "area", "x"],
+            "steps": 10, "periodic_x": True, "periodic_y": False}
+    torch.save({"state_dict": model.state_dict(), "meta": meta}, tmp_path / "slim.pt")
+    assert main(["export", str(tmp_path / "slim.pt"), "--format", "onnx", "-o", str(tmp_path / "m.onnx")]) == 0
+    x = np.random.default_rng(0).standard_normal((2, 3, 18, 40)).astype(np.float32)
+    np.testing.assert_allclose(run_exported(tmp_path / "m.onnx", "onnx", x), _reference(model, x), atol=1e-5, rtol=0)
+    assert json.loads((tmp_path / "m.onnx.json").read_text())["export"]["periodic_x"] is True

@@ -61,6 +61,12 @@ def export_model(model, meta: dict, path: str | os.PathLike, fmt: str = "onnx", 
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval().to("cpu").float()
     x = _example_input(meta, _first_conv_in_channels(model))
+    meta = dict(meta)
+    meta["export"] = {"format": fmt, "input": "x (batch, channels, ny, nx) float32, standardized channels",
+                      "output": "y (batch, 1, ny, nx), standardized target"}
+    for axis in ("periodic_x", "periodic_y"):  # the padding baked into the exported graph
+        if hasattr(model, axis):
+            meta["export"][axis] = bool(getattr(model, axis))
     if fmt == "onnx":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -38,6 +38,7 @@ from diffnorm.transforms import Standardizer
 
 LAST_CPU = [0.0]  # CPU time (all threads) of the last timed() call: not inflated by other people's jobs
 BEST = True  # report the fastest of the repeats: the CPU is shared, slower runs measure other people's jobs
+TRAINING_CHANNELS = ["mask", "distance", "sf_diff_x", "sf_diff_y", "area_ratio_x", "area_ratio_y", "analytic_sf"]
 CHANNELS = ["mask", "area", "diff_x", "diff_y", "distance_euclidean", "analytic"]
 
 
@@ -73,16 +74,30 @@ def build_grid(family: str, seed: int, steps: int):
 
 
 def untrained_predictor(grid, steps: int, filters: int = 64) -> Predictor:
-    from diffnorm.features import compute_features
-
+    """An untrained V2 network: the training code's ``build_model("cnn", skip="v2", padding="valid")`` with its
+    input transform when it is installed, else :class:`ResidualCNN` with the plain meta data."""
     torch.manual_seed(0)
-    model = ResidualCNN(len(CHANNELS), filters)
-    feats = compute_features(grid, steps, CHANNELS)
-    x = np.stack([feats[c] for c in CHANNELS])
-    std = Standardizer("partial", CHANNELS).fit(x, grid.mask)
-    meta = {"channels": CHANNELS, "steps": steps, "standardizer": std.to_dict(), "target": "log_ratio_analytic",
-            "target_mean": 0.0, "target_std": 1e-3}
-    return Predictor(model, meta, name=f"untrained V2, {filters} filters")
+    try:
+        from diffnorm.models import build_model
+        from diffnorm.transforms.inputs import InputTransform
+    except ImportError:
+        from diffnorm.features import compute_features
+
+        model = ResidualCNN(len(CHANNELS), filters)
+        feats = compute_features(grid, steps, CHANNELS)
+        x = np.stack([feats[c] for c in CHANNELS])
+        std = Standardizer("partial", CHANNELS).fit(x, grid.mask)
+        meta = {"channels": CHANNELS, "steps": steps, "standardizer": std.to_dict(),
+                "target": "log_ratio_analytic", "target_mean": 0.0, "target_std": 1e-3}
+        return Predictor(model, meta, name=f"untrained V2, {filters} filters (same padding)")
+    it = InputTransform(TRAINING_CHANNELS)
+    it.fit([it.raw(grid, steps)])
+    model = build_model("cnn", in_channels=len(TRAINING_CHANNELS), filters=filters, blocks=4, layers_per_block=2,
+                        skip="v2", activation="prelu", padding="valid", periodic_x=grid.periodic_x,
+                        periodic_y=grid.periodic_y)
+    meta = {"channels": TRAINING_CHANNELS, "input_transform": it.to_dict(), "target": "log_ratio_analytic",
+            "target_mean": 0.0, "target_std": 1e-3, "steps": steps}
+    return Predictor(model, meta, name=f"untrained V2, {filters} filters (valid padding)")
 
 
 def timed(fn, repeat: int = 1, warmup: bool = False):

@@ -229,3 +229,18 @@ def test_training_code_models_and_transforms():
         p_ort.predict_grid(per)
     with pytest.raises(ModelMismatchError, match="standard deviations"):
         p.predict_grid(grids[0].with_diffusivity(grids[0].diff_x * 1e8, grids[0].diff_y))
+
+
+def test_training_inputs_cache_equals_input_transform():
+    grids = make_grids(1)
+    model, meta, _ = _training_bundle(grids)
+    from diffnorm.transforms.inputs import InputTransform
+
+    it = InputTransform.from_dict(meta["input_transform"])
+    p = Predictor(model, meta)
+    g = grids[0]
+    mask2 = g.mask.copy()
+    mask2[4, 7] = ~mask2[4, 7]
+    g2 = type(g)(mask2, g.area, g.diff_x, g.diff_y, g.periodic_x, g.periodic_y)
+    for grid in (g, g2, g):
+        np.testing.assert_array_equal(p.inputs(grid, 10), it(grid, 10, p._prior(grid, 10)))

@@ -289,7 +289,7 @@ class Predictor:
         if self.transforms:
             if prior is None:
                 prior = self._prior(grid, steps)
-            z = self.input_transform(grid, steps, prior)
+            z = self._transform_inputs(grid, steps, prior)
             if check_range:
                 from .transforms.inputs import FIXED
 
@@ -312,24 +312,46 @@ class Predictor:
                 self._check_range(x, grid, self.channels, where)
         return x.astype(np.float32)
 
+    def _cached(self, key: tuple, grid: Grid, compute: Callable[[], object]):
+        import hashlib
+
+        key = key + (grid.shape, grid.periodic_x, grid.periodic_y,
+                     hashlib.sha1(np.packbits(grid.mask).tobytes()).hexdigest())
+        if key not in self._geometry_cache:
+            if len(self._geometry_cache) >= 8:
+                self._geometry_cache.pop(next(iter(self._geometry_cache)))
+            self._geometry_cache[key] = compute()
+        return self._geometry_cache[key]
+
+    def _transform_inputs(self, grid: Grid, steps: int, prior: np.ndarray | None) -> np.ndarray:
+        """The training code's input transform, with the channels that depend on the mask only (the coast
+        distance) computed once per geometry."""
+        from .transforms.inputs import raw_channels
+
+        it = self.input_transform
+        names = list(it.channels)
+        geometric = [c for c in names if c == "distance"]
+        other = [c for c in names if c not in geometric]
+        parts = {}
+        if other:
+            x, ok = raw_channels(grid, steps, other, prior)
+            parts.update({c: (x[k], ok[k]) for k, c in enumerate(other)})
+        for c in geometric:
+            parts[c] = self._cached(("raw", c), grid, lambda c=c: tuple(a[0] for a in raw_channels(grid, steps, [c])))
+        x = np.stack([parts[c][0] for c in names])
+        ok = np.stack([parts[c][1] for c in names])
+        return it.apply(x, ok)
+
     def _features(self, grid: Grid, steps: int) -> dict[str, np.ndarray]:
         """Input channels; coast distances depend on the mask only and are cached per geometry (many fields
         on one grid are the usual case)."""
-        import hashlib
-
         from .features import compute_features
 
         names = self.channels
         feats = compute_features(grid, steps, [c for c in names if not c.startswith("distance_")])
         for c in names:
             if c.startswith("distance_"):
-                key = (c, grid.shape, grid.periodic_x, grid.periodic_y,
-                       hashlib.sha1(np.packbits(grid.mask).tobytes()).hexdigest())
-                if key not in self._geometry_cache:
-                    if len(self._geometry_cache) >= 8:
-                        self._geometry_cache.pop(next(iter(self._geometry_cache)))
-                    self._geometry_cache[key] = compute_features(grid, steps, [c])[c]
-                feats[c] = self._geometry_cache[key]
+                feats[c] = self._cached(("feature", c), grid, lambda c=c: compute_features(grid, steps, [c])[c])
         return feats
 
     def decode(self, out: np.ndarray, grid: Grid, steps: int, prior: np.ndarray | None = None) -> np.ndarray:

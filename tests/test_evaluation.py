@@ -162,7 +162,7 @@ def test_compare_missing_dataset(tmp_path, capsys):
 def test_evaluate_a_method_and_limit(data, tmp_path):
     root, _, _ = data
     out = tmp_path / "evr"
-    assert main(["evaluate", "randomized:400", str(root / "ds"), "--limit", "2", "-o", str(out)]) == 0
+    assert main(["evaluate", "randomized:400", str(root / "ds"), "--limit", "2", "-v", "-o", str(out)]) == 0
     summary = pd.read_csv(out / "summary.csv").iloc[0]
     assert len(pd.read_csv(out / "metrics.csv")) == 2
     assert summary["rmse"] == pytest.approx(np.sqrt(2 / 400), rel=0.15)

@@ -66,62 +66,96 @@ class Evaluation:
     example: tuple | None = None     # (grid, γ reference, γ estimate) of the first field
 
 
+class Accumulator:
+    """Streaming version of :func:`evaluate_estimates`: ``add`` one field at a time (nothing but the
+    running sums and the first field is kept), ``result()`` at the end."""
+
+    def __init__(self, distance_metric: str = "manhattan"):
+        self.distance_metric = distance_metric
+        self.rows: list[dict] = []
+        self.times: list[float] = []
+        self.shape: tuple | None = None
+        self.same_shape = True
+        self.sum_map: np.ndarray | None = None
+        self.cnt_map: np.ndarray | None = None
+        self.dist_sum: dict[int, float] = {}
+        self.dist_max: dict[int, float] = {}
+        self.dist_cnt: dict[int, int] = {}
+        self.example: tuple | None = None
+        self._distance_cache: tuple | None = None
+
+    def _distance(self, grid: Grid) -> np.ndarray:
+        key = (grid.shape, grid.periodic_x, grid.periodic_y, grid.mask.tobytes())
+        if self._distance_cache is None or self._distance_cache[0] != key:
+            d = np.rint(coast_distance(grid, self.distance_metric)[grid.mask]).astype(int)
+            self._distance_cache = (key, d)
+        return self._distance_cache[1]
+
+    def add(self, grid: Grid, reference: np.ndarray, estimate: np.ndarray, file: str | None = None,
+            time_s: float | None = None) -> dict:
+        m = sample_metrics(estimate, reference, grid.mask)
+        row = {"file": file if file is not None else f"field_{len(self.rows)}", **m}
+        if time_s is not None:
+            row["time_s"] = float(time_s)
+            self.times.append(float(time_s))
+        self.rows.append(row)
+        eps = np.abs(relative_error(estimate, reference, grid.mask))
+        if self.shape is None:
+            self.shape = grid.shape
+            self.sum_map, self.cnt_map = np.zeros(grid.shape), np.zeros(grid.shape)
+            self.example = (grid, np.asarray(reference), np.asarray(estimate))
+        if grid.shape != self.shape:
+            self.same_shape = False
+        if self.same_shape:
+            self.sum_map[grid.mask] += eps
+            self.cnt_map[grid.mask] += 1
+        d = self._distance(grid)
+        sums = np.bincount(d, weights=eps)
+        counts = np.bincount(d)
+        maxes = np.zeros(counts.size)
+        np.maximum.at(maxes, d, eps)
+        for dist in np.nonzero(counts)[0]:
+            dist = int(dist)
+            self.dist_sum[dist] = self.dist_sum.get(dist, 0.0) + float(sums[dist])
+            self.dist_cnt[dist] = self.dist_cnt.get(dist, 0) + int(counts[dist])
+            self.dist_max[dist] = max(self.dist_max.get(dist, 0.0), float(maxes[dist]))
+        return row
+
+    def result(self) -> Evaluation:
+        if not self.rows:
+            raise ValueError("no field was evaluated")
+        summary = aggregate_metrics(self.rows)
+        if self.times and len(self.times) == len(self.rows):
+            summary["time_s"] = float(np.mean(self.times))
+            summary["time_s_std"] = float(np.std(self.times))
+        total = sum(self.dist_cnt.values())
+        dists = sorted(self.dist_cnt)
+        by_distance = pd.DataFrame({
+            "distance": dists,
+            "cells": [self.dist_cnt[d] for d in dists],
+            "fraction": [self.dist_cnt[d] / total for d in dists],
+            "mean_abs_eps": [self.dist_sum[d] / self.dist_cnt[d] for d in dists],
+            "max_abs_eps": [self.dist_max[d] for d in dists],
+        })
+        if self.same_shape:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mean_map = np.where(self.cnt_map > 0, self.sum_map / np.maximum(self.cnt_map, 1), np.nan)
+            mask_any = self.cnt_map > 0
+        else:
+            mean_map, mask_any = np.full((1, 1), np.nan), np.zeros((1, 1), bool)
+        return Evaluation(pd.DataFrame(self.rows), summary, by_distance, mean_map, mask_any, self.example)
+
+
 def evaluate_estimates(grids: Sequence[Grid], references: Sequence[np.ndarray], estimates: Sequence[np.ndarray],
                        files: Sequence[str] | None = None, times: Sequence[float] | None = None,
                        distance_metric: str = "manhattan") -> Evaluation:
     """SPEC §3 metrics per field and over fields, |ε| by distance to the coast and its mean map."""
     if not (len(grids) == len(references) == len(estimates)) or not grids:
         raise ValueError("need the same positive number of grids, references and estimates")
-    files = list(files) if files is not None else [f"field_{k}" for k in range(len(grids))]
-    rows = []
-    shape = grids[0].shape
-    same_shape = all(g.shape == shape for g in grids)
-    sum_map = np.zeros(shape) if same_shape else None
-    cnt_map = np.zeros(shape) if same_shape else None
-    dist_sum: dict[int, float] = {}
-    dist_max: dict[int, float] = {}
-    dist_cnt: dict[int, int] = {}
+    acc = Accumulator(distance_metric)
     for k, (grid, ref, est) in enumerate(zip(grids, references, estimates, strict=True)):
-        m = sample_metrics(est, ref, grid.mask)
-        row = {"file": files[k], **m}
-        if times is not None:
-            row["time_s"] = float(times[k])
-        rows.append(row)
-        eps = np.abs(relative_error(est, ref, grid.mask))
-        if same_shape:
-            sum_map[grid.mask] += eps
-            cnt_map[grid.mask] += 1
-        d = np.rint(coast_distance(grid, distance_metric)[grid.mask]).astype(int)
-        sums = np.bincount(d, weights=eps)
-        counts = np.bincount(d)
-        maxes = np.zeros(counts.size)
-        np.maximum.at(maxes, d, eps)
-        for dist in np.nonzero(counts)[0]:
-            dist_sum[dist] = dist_sum.get(dist, 0.0) + sums[dist]
-            dist_cnt[dist] = dist_cnt.get(dist, 0) + int(counts[dist])
-            dist_max[dist] = max(dist_max.get(dist, 0.0), maxes[dist])
-    per_field = pd.DataFrame(rows)
-    summary = aggregate_metrics(rows)
-    if times is not None:
-        summary["time_s"] = float(np.mean(times))
-        summary["time_s_std"] = float(np.std(times))
-    total = sum(dist_cnt.values())
-    dists = sorted(dist_cnt)
-    by_distance = pd.DataFrame({
-        "distance": dists,
-        "cells": [dist_cnt[d] for d in dists],
-        "fraction": [dist_cnt[d] / total for d in dists],
-        "mean_abs_eps": [dist_sum[d] / dist_cnt[d] for d in dists],
-        "max_abs_eps": [dist_max[d] for d in dists],
-    })
-    if same_shape:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean_map = np.where(cnt_map > 0, sum_map / np.maximum(cnt_map, 1), np.nan)
-        mask_any = cnt_map > 0
-    else:
-        mean_map, mask_any = np.full((1, 1), np.nan), np.zeros((1, 1), bool)
-    return Evaluation(per_field, summary, by_distance, mean_map, mask_any,
-                      (grids[0], references[0], estimates[0]))
+        acc.add(grid, ref, est, None if files is None else files[k], None if times is None else times[k])
+    return acc.result()
 
 
 def run_estimator(estimator: Estimator, grids: Sequence[Grid], steps: int) -> tuple[list[np.ndarray], list[float]]:
@@ -135,6 +169,43 @@ def run_estimator(estimator: Estimator, grids: Sequence[Grid], steps: int) -> tu
         estimates.append(np.asarray(estimator(grid, steps, k), dtype=np.float64))
         times.append(time.perf_counter() - start)
     return estimates, times
+
+
+def iter_split(root: str | os.PathLike, split: str = "test", limit: int | None = None):
+    """``(steps, n, iterator of (grid, γ reference, file))`` over one split, one sample in memory at a time."""
+    from .datasets import NormalizationDataset
+
+    ds = NormalizationDataset(root, split)
+    if len(ds) == 0:
+        raise ValueError(f"the {split} split of {root} has no samples")
+    n = len(ds) if limit is None else min(limit, len(ds))
+
+    def items():
+        for k in range(n):
+            item = ds[k]
+            yield item_grid(item), np.asarray(item["gamma"], dtype=np.float64), \
+                str(Path(item["path"]).relative_to(ds.root))
+
+    return ds.steps, n, items()
+
+
+def evaluate_streaming(estimators: dict[str, Estimator], root: str | os.PathLike, split: str = "test",
+                       limit: int | None = None, distance_metric: str = "manhattan",
+                       log: Callable[[str], None] | None = None) -> dict[str, Evaluation]:
+    """Every estimator on every field of a split, reading each field once and keeping only running sums."""
+    steps, n, items = iter_split(root, split, limit)
+    accs = {label: Accumulator(distance_metric) for label in estimators}
+    for k, (grid, ref, file) in enumerate(items):
+        for label, est in estimators.items():
+            if k == 0 and getattr(est, "warmup", False):
+                est(grid, steps, 0)
+            start = time.perf_counter()
+            gamma = np.asarray(est(grid, steps, k), dtype=np.float64)
+            row = accs[label].add(grid, ref, gamma, file, time.perf_counter() - start)
+            if log:
+                log(f"[{k + 1}/{n}] {file} {label}: eps_max {row['max']:.3e} eps_mean {row['mean']:.3e} "
+                    f"{row['time_s']:.3f} s")
+    return {label: acc.result() for label, acc in accs.items()}
 
 
 # -- methods -------------------------------------------------------------------------------
@@ -182,10 +253,8 @@ def parse_method(spec: str, device: str | None = "cpu", force: bool = False,
 def evaluate_method(method: str | Estimator, root: str | os.PathLike, split: str = "test",
                     limit: int | None = None, device: str | None = "cpu", force: bool = False,
                     distance_metric: str = "manhattan") -> Evaluation:
-    grids, refs, steps, files = load_split(root, split, limit)
     est = parse_method(method, device, force)[1] if isinstance(method, str) else method
-    estimates, times = run_estimator(est, grids, steps)
-    return evaluate_estimates(grids, refs, estimates, files, times, distance_metric)
+    return evaluate_streaming({"method": est}, root, split, limit, distance_metric)["method"]
 
 
 def compare_methods(methods: Sequence[str], root: str | os.PathLike, split: str = "test", limit: int | None = None,
@@ -194,14 +263,16 @@ def compare_methods(methods: Sequence[str], root: str | os.PathLike, split: str 
     """One row per method: ε_Q9999, ε_max, ε_mean, RMSE (mean and std over fields) and wall time per field."""
     if not methods:
         raise ValueError("no method given")
-    grids, refs, steps, files = load_split(root, split, limit)
     parsed = [parse_method(m, device, force, backend) for m in methods]  # fail early on a bad spec or model
+    labels = [label for label, _ in parsed]
+    dup = {x for x in labels if labels.count(x) > 1}
+    if dup:
+        raise ValueError(f"method(s) given twice: {', '.join(sorted(dup))}")
+    results = evaluate_streaming(dict(parsed), root, split, limit)
     rows = []
-    for label, est in parsed:
-        estimates, times = run_estimator(est, grids, steps)
-        ev = evaluate_estimates(grids, refs, estimates, files, times)
+    for label, ev in results.items():
         s = ev.summary
-        rows.append({"method": label, "fields": len(grids),
+        rows.append({"method": label, "fields": len(ev.per_field),
                      **{f"eps_{k}": s[k] for k in ("q9999", "max", "mean", "rmse")},
                      **{f"eps_{k}_std": s[f"{k}_std"] for k in ("q9999", "max", "mean", "rmse")},
                      "time_per_field_s": s["time_s"], "time_per_field_s_std": s["time_s_std"]})
@@ -296,5 +367,5 @@ def write_report(ev: Evaluation, out_dir: str | os.PathLike, title: str = "Evalu
     return report
 
 
-__all__ = ["METRIC_NAMES", "Evaluation", "compare_methods", "evaluate_estimates", "evaluate_method",
-           "load_split", "parse_method", "write_report", "write_table"]
+__all__ = ["METRIC_NAMES", "Accumulator", "Evaluation", "compare_methods", "evaluate_estimates", "evaluate_method",
+           "evaluate_streaming", "iter_split", "load_split", "parse_method", "write_report", "write_table"]

@@ -46,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--distance", choices=("manhattan", "euclidean"), default="manhattan",
                     help="distance to the coast used for the error-vs-distance figure")
     ev.add_argument("--force", action="store_true", help="predict even for inputs far outside the training range")
+    ev.add_argument("-v", "--verbose", action="store_true", help="print each field's errors as it goes")
     ev.add_argument("-o", "--output", required=True, help="output directory (report.md, CSVs, PNGs)")
     _device_arg(ev)
     ev.set_defaults(func=_with_threads(_evaluate))
@@ -105,18 +106,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from ..evaluation import evaluate_estimates, load_split, parse_method, run_estimator, write_report
+    from ..evaluation import evaluate_streaming, iter_split, parse_method, write_report
 
     kind = args.model.split(":", 1)[0]
     spec = args.model if kind in ("randomized", "analytic", "exact", "cnn") else f"cnn:{args.model}"
     estimator = parse_method(spec, device=args.device, force=args.force, backend=args.backend)[1]
-    grids, refs, steps, files = load_split(args.dataset, args.split, args.limit)
-    estimates, times = run_estimator(estimator, grids, steps)
-    ev = evaluate_estimates(grids, refs, estimates, files, times, args.distance)
+    steps = iter_split(args.dataset, args.split, args.limit)[0]
+    ev = evaluate_streaming({"model": estimator}, args.dataset, args.split, args.limit, args.distance,
+                            log=(lambda s: print(s, file=sys.stderr)) if args.verbose else None)["model"]
     report = write_report(ev, args.output, title=f"Evaluation of {args.model}",
                           source=f"Data set `{args.dataset}`, split `{args.split}`, M = {steps}.")
     s = ev.summary
-    print(f"{len(grids)} fields: eps_Q9999 {s['q9999']:.3e} ± {s['q9999_std']:.1e}  eps_max {s['max']:.3e} ± "
+    print(f"{len(ev.per_field)} fields: eps_Q9999 {s['q9999']:.3e} ± {s['q9999_std']:.1e}  eps_max {s['max']:.3e} ± "
           f"{s['max_std']:.1e}  eps_mean {s['mean']:.3e} ± {s['mean_std']:.1e}  ({s['time_s']:.4f} s/field)")
     print(f"report: {report}")
     return 0

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,6 +41,9 @@ FAMILY_PARAMS = {
 }
 SAMPLE_VARIABLES = ("mask", "area", "diff_x", "diff_y", "gamma")
 MANIFEST = "manifest.json"
+# netCDF-C/HDF5 are not thread-safe: two threads of one process writing files at once can crash the
+# process (seen with the threaded scheduler). Every netCDF access of this module and of the reader holds it.
+NETCDF_LOCK = threading.RLock()
 
 
 class DatasetError(ValueError):
@@ -282,7 +286,8 @@ def _write_sample(path: str, config_dict: dict, split: str, index: int, geometry
     start = time.perf_counter()
     config = DatasetConfig(**config_dict)  # validated by the client
     ds = compute_sample(config, split, index, geometry, mask)
-    write_netcdf_atomic(ds, path)
+    with NETCDF_LOCK:
+        write_netcdf_atomic(ds, path)
     return path, time.perf_counter() - start
 
 
@@ -295,7 +300,7 @@ def check_sample(path: str | os.PathLike, split: str | None = None, index: int |
     if not path.exists():
         return "missing"
     try:
-        with xr.open_dataset(path, cache=False) as ds:
+        with NETCDF_LOCK, xr.open_dataset(path, cache=False) as ds:
             missing = [v for v in SAMPLE_VARIABLES if v not in ds.variables]
             if missing:
                 return f"missing variable(s) {', '.join(missing)}"

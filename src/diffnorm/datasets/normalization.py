@@ -19,7 +19,7 @@ try:  # torch is a dependency, but the reader does not need it to work
 except ImportError:  # pragma: no cover
     _TorchDataset = object
 
-from ..generation import SPLITS, DatasetError, load_manifest
+from ..generation import NETCDF_LOCK, SPLITS, DatasetError, load_manifest
 
 ARRAYS = ("diff_x", "diff_y", "area", "mask", "gamma")
 INT_ATTRS = ("seed", "steps", "index")
@@ -105,7 +105,7 @@ def read_sample(path: str | os.PathLike, dtype=np.float64) -> dict:
         raise FileNotFoundError(f"missing sample file {path}; run `diffnorm dataset generate` again on its "
                                 "directory to compute the missing samples")
     try:
-        with xr.open_dataset(path, cache=False) as ds:
+        with NETCDF_LOCK, xr.open_dataset(path, cache=False) as ds:
             missing = [v for v in ARRAYS if v not in ds.variables]
             if missing:
                 raise DatasetError(f"sample file {path} is missing variable(s): {', '.join(missing)}")

@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES = ("core", "dataset", "evaluate")
+COMMAND_MODULES = ("core", "dataset", "evaluate", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,260 @@
+"""LightningDataModule over one or more data set directories (``diffnorm-dataset/1``).
+
+Training draws random square patches (``patch_size`` cells of output plus the model's receptive-field
+``margin`` of context on every side, taken from the field padded the way the model pads: circular along
+periodic axes, land along closed ones), optionally transformed by a random C-grid-consistent symmetry
+(:mod:`diffnorm.transforms.augmentation`, applied to the *raw* channels before standardization).
+``patch_size: null`` trains on whole fields. Validation and test run on whole fields (batch size 1,
+the model pads them itself). Input and target standardization are fitted on the training split only.
+
+Patches are a pure function of ``(seed, epoch, index)``: no sampler state, so a resumed run sees the same
+data as an uninterrupted one, and two runs with the same seed see the same patches.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..transforms.augmentation import TRANSFORMS, augment_arrays
+from ..transforms.inputs import FACE_AXIS, STUDY_CHANNELS, InputTransform, grid_from_fields
+from ..transforms.targets import TargetTransform, analytic_prior
+
+FLIPS = ("identity", "flip_x", "flip_y", "rot180")
+
+
+class Field:
+    """One sample in memory: raw channels + validity, raw target, mask, periodicity."""
+
+    def __init__(self, item: dict, input_tf: InputTransform, target_tf: TargetTransform):
+        grid = grid_from_fields(item)
+        self.steps = int(item["steps"])
+        prior = None
+        if target_tf.needs_prior or any(c.startswith("analytic") for c in input_tf.channels):
+            prior = analytic_prior(grid, self.steps)
+        self.x, self.valid = input_tf.raw(grid, self.steps, prior)
+        self.mask = grid.mask
+        self.y = target_tf.raw(np.asarray(item["gamma"], np.float64), grid.mask, prior)
+        self.periodic_x, self.periodic_y = grid.periodic_x, grid.periodic_y
+        self.name = str(item.get("path", "field"))
+        self._padded: dict = {}
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.mask.shape
+
+    def padded(self, m: int, closed: str = "land"):
+        """Raw channels and validity padded by ``m`` (wrap along periodic axes, land/edge along closed)."""
+        if m not in self._padded:
+            def pad(a, fill):
+                if m == 0:
+                    return a
+                out = a
+                for axis, per in ((-2, self.periodic_y), (-1, self.periodic_x)):
+                    width = [(0, 0)] * a.ndim
+                    width[axis] = (m, m)
+                    if per:
+                        out = np.pad(out, width, mode="wrap")
+                    elif closed == "replicate":
+                        out = np.pad(out, width, mode="edge")
+                    else:
+                        out = np.pad(out, width, mode="constant", constant_values=fill)
+                return out
+            self._padded[m] = (pad(self.x, 0.0), pad(self.valid, False))
+        return self._padded[m]
+
+
+class PatchDataset(Dataset):
+    def __init__(self, fields: list[Field], input_tf: InputTransform, target_tf: TargetTransform, patch_size: int,
+                 margin: int, samples_per_epoch: int, augment: tuple[str, ...] = (), seed: int = 0,
+                 closed: str = "land"):
+        self.fields, self.input_tf, self.target_tf = fields, input_tf, target_tf
+        self.patch, self.margin, self.n = int(patch_size), int(margin), int(samples_per_epoch)
+        self.augment, self.seed, self.closed = tuple(augment), int(seed), closed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict:
+        rng = np.random.default_rng([self.seed, self.epoch, int(i)])
+        f = self.fields[int(rng.integers(len(self.fields)))]
+        ny, nx = f.shape
+        ph, pw = min(self.patch, ny), min(self.patch, nx)
+        j0 = int(rng.integers(ny - ph + 1))
+        i0 = int(rng.integers(nx - pw + 1))
+        m = self.margin + 1  # one extra cell: face fields shift by one under flips
+        x, valid = f.padded(m, self.closed)
+        xw = x[:, j0:j0 + ph + 2 * m, i0:i0 + pw + 2 * m]
+        vw = valid[:, j0:j0 + ph + 2 * m, i0:i0 + pw + 2 * m]
+        y = f.y[j0:j0 + ph, i0:i0 + pw]
+        mask = f.mask[j0:j0 + ph, i0:i0 + pw]
+        if self.augment:
+            choices = [t for t in self.augment if ph == pw or not ("transpose" in t or t.startswith("rot9")
+                                                                   or t.startswith("rot27"))]
+            t = choices[int(rng.integers(len(choices)))]
+            if t != "identity":
+                chans = self.input_tf.channels
+                arrays = {c: xw[k] for k, c in enumerate(chans)} | {"v_" + c: vw[k] for k, c in enumerate(chans)}
+                faces = {c: a for c, a in FACE_AXIS.items() if c in chans}
+                faces |= {"v_" + c: a for c, a in faces.items()}
+                # x/y face channels must come in pairs for transposes; unpaired ones keep their axis meaning
+                out = augment_arrays(arrays, t, faces)
+                xw = np.stack([out[c] for c in chans])
+                vw = np.stack([out["v_" + c] for c in chans])
+                cells = augment_arrays({"y": y, "mask": mask}, t, {})
+                y, mask = cells["y"], cells["mask"]
+        xw, vw = xw[:, 1:-1, 1:-1], vw[:, 1:-1, 1:-1]
+        ys = np.where(mask, (y - self.target_tf.mean) / self.target_tf.std, 0.0)
+        return {"x": torch.from_numpy(self.input_tf.apply(xw, vw)),
+                "y": torch.from_numpy(ys[None].astype(np.float32)),
+                "mask": torch.from_numpy(np.ascontiguousarray(mask[None]))}
+
+
+class FieldDataset(Dataset):
+    """Whole fields, standardized; the model pads them itself."""
+
+    def __init__(self, fields: list[Field], input_tf: InputTransform, target_tf: TargetTransform):
+        self.fields, self.input_tf, self.target_tf = fields, input_tf, target_tf
+
+    def __len__(self) -> int:
+        return len(self.fields)
+
+    def __getitem__(self, i: int) -> dict:
+        f = self.fields[i]
+        ys = np.where(f.mask, (f.y - self.target_tf.mean) / self.target_tf.std, 0.0)
+        return {"x": torch.from_numpy(self.input_tf.apply(f.x, f.valid)),
+                "y": torch.from_numpy(ys[None].astype(np.float32)),
+                "mask": torch.from_numpy(f.mask[None].copy())}
+
+
+def _dirs(value) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, (str, os.PathLike)):
+        return [str(value)]
+    return [str(v) for v in value]
+
+
+class NormalizationDataModule(L.LightningDataModule):
+    """Data for :class:`~diffnorm.trainers.NormalizationTask`.
+
+    Args:
+        data_dirs: data set directories; their ``train`` splits are pooled (and ``val``/``test`` unless
+            ``val_dirs``/``test_dirs`` are given).
+        channels: input channels (:data:`diffnorm.transforms.inputs.CHANNELS`; default the study's
+            diff_x, diff_y, area, mask).
+        target: what the network predicts (:data:`diffnorm.transforms.targets.TARGETS`).
+        patch_size: side of the training patches in cells (``None``: whole fields).
+        samples_per_epoch: patches per training epoch (whole fields: ignored, one pass over the fields).
+        batch_size: training batch size (validation/test: 1 field per batch).
+        augment: ``False``, ``True`` (the flips that keep a field's shape and periodicity: identity, flip_x,
+            flip_y, rot180) or a list of names from :data:`diffnorm.transforms.augmentation.TRANSFORMS`.
+        margin: context cells around a patch; the task sets it to its model's ``margin``.
+        seed: patch sampling seed.
+        max_train / max_val / max_test: use at most that many fields per directory (None: all).
+    """
+
+    def __init__(self, data_dirs: list[str] | str = "data/study", channels: list[str] | None = None,
+                 target: str = "gamma", patch_size: int | None = 64, samples_per_epoch: int = 64,
+                 batch_size: int = 8, augment: bool | list[str] = False, margin: int = 0, seed: int = 0,
+                 num_workers: int = 0, val_dirs: list[str] | str | None = None,
+                 test_dirs: list[str] | str | None = None, closed: str = "land", max_train: int | None = None,
+                 max_val: int | None = None, max_test: int | None = None):
+        super().__init__()
+        self.data_dirs = _dirs(data_dirs)
+        self.val_dirs = _dirs(val_dirs) or self.data_dirs
+        self.test_dirs = _dirs(test_dirs) or self.data_dirs
+        self.channels = list(channels) if channels is not None else list(STUDY_CHANNELS)
+        self.target = target
+        self.patch_size = patch_size
+        self.samples_per_epoch = samples_per_epoch
+        self.batch_size = batch_size
+        if augment is True:
+            augment = list(FLIPS)
+        elif not augment:
+            augment = []
+        for t in augment:
+            if t not in TRANSFORMS:
+                raise ValueError(f"unknown augmentation {t!r}; choose from {', '.join(TRANSFORMS)}")
+        self.augment = tuple(augment)
+        self.margin = int(margin)
+        self.seed = int(seed)
+        self.num_workers = int(num_workers)
+        self.closed = closed
+        self.limits = {"train": max_train, "val": max_val, "test": max_test}
+        self.input_transform = InputTransform(self.channels)
+        self.target_transform = TargetTransform(target)
+        self.fields: dict[str, list[Field]] = {}
+        self.steps: int | None = None
+        self.train_set: PatchDataset | None = None
+
+    def _load(self, split: str, dirs: list[str]) -> list[Field]:
+        from ..datasets import NormalizationDataset
+
+        out = []
+        for d in dirs:
+            if not (Path(d) / "manifest.json").exists():
+                raise FileNotFoundError(f"no data set at {d} (no manifest.json); generate one with "
+                                        "`diffnorm dataset generate`")
+            ds = NormalizationDataset(d, split)
+            n = len(ds) if self.limits[split] is None else min(len(ds), int(self.limits[split]))
+            out += [Field(ds[i], self.input_transform, self.target_transform) for i in range(n)]
+        steps = {f.steps for f in out}
+        if len(steps | ({self.steps} if self.steps else set())) > 1:
+            raise ValueError(f"the {split} fields mix numbers of steps M: {sorted(steps)}; γ depends on M")
+        if steps:
+            self.steps = steps.pop()
+        return out
+
+    def setup(self, stage: str | None = None) -> None:
+        if "train" not in self.fields:
+            train = self._load("train", self.data_dirs)
+            if not train:
+                raise ValueError(f"no training fields in {', '.join(self.data_dirs)}")
+            self.fields["train"] = train
+            self.input_transform.fit([(f.x, f.valid) for f in train])
+            self.target_transform.fit([f.y for f in train], [f.mask for f in train])
+        if stage in (None, "fit", "validate") and "val" not in self.fields:
+            self.fields["val"] = self._load("val", self.val_dirs)
+        if stage in (None, "test") and "test" not in self.fields:
+            self.fields["test"] = self._load("test", self.test_dirs)
+
+    @property
+    def periodic_x(self) -> bool:
+        return bool(self.fields["train"][0].periodic_x)
+
+    @property
+    def periodic_y(self) -> bool:
+        return bool(self.fields["train"][0].periodic_y)
+
+    @property
+    def shape(self) -> list[int]:
+        return list(self.fields["train"][0].shape)
+
+    def train_dataloader(self) -> DataLoader:
+        fields = self.fields["train"]
+        if self.patch_size is None:
+            return DataLoader(FieldDataset(fields, self.input_transform, self.target_transform), batch_size=1,
+                              shuffle=False, num_workers=self.num_workers)
+        self.train_set = PatchDataset(fields, self.input_transform, self.target_transform, self.patch_size,
+                                      self.margin, self.samples_per_epoch, self.augment, self.seed, self.closed)
+        if self.trainer is not None:
+            self.train_set.epoch = int(self.trainer.current_epoch)
+        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(FieldDataset(self.fields["val"], self.input_transform, self.target_transform),
+                          batch_size=1, num_workers=self.num_workers)
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(FieldDataset(self.fields["test"], self.input_transform, self.target_transform),
+                          batch_size=1, num_workers=self.num_workers)
+
+    def state_dict(self) -> dict:
+        return {"input_transform": self.input_transform.to_dict(), "target_transform": self.target_transform.to_dict()}

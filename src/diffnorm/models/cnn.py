@@ -1,0 +1,144 @@
+"""The seed study's CNNs: plain, skip connections V1 (concatenation) and V2 (residual).
+
+Layout (3×3 convolutions with bias, ``filters`` channels, batch norm + activation on every layer but the last):
+one input layer ``C → filters``, ``blocks`` blocks of ``layers_per_block`` layers, one output layer
+``filters → out_channels``.
+
+- ``skip="none"``: the layers in sequence.
+- ``skip="v1"`` (study fig. 4, done as described): the input layer's output ``h₀`` is concatenated with the
+  network input ``x``; block ``k`` maps its input ``a_k`` to ``s_k`` (``filters`` channels) and the next block
+  gets ``a_{k+1} = [s_{k-1}, s_k]`` — the block's output concatenated with its own features' input
+  ``s_{k-1}`` (``h₀`` for the first block). With 4 inputs and 64 filters the blocks take 68, then 128 channels
+  and the output layer takes the last block's 64: 412 417 parameters for 4 blocks of 2 layers. (The study's
+  code concatenated ``s_k`` with itself from block 2 on.)
+- ``skip="v2"`` (study figs. 8-9): residual blocks ``h ← act(h + BN(conv(act(BN(conv(h))))))``;
+  299 521 parameters in the same configuration.
+
+``padding="valid"``: no padding inside the network; :meth:`CNN.forward` first pads the input by the receptive
+field ``margin`` with :func:`~diffnorm.models.padding.geo_pad` (circular along periodic axes, land or
+replicate along closed ones), so the output has the input's shape and the domain edges are treated like the
+ocean geometry says. ``padding="same"``: zero padding in every convolution (the study's). ``dilations``
+(one per layer, input layer first, output layer excluded) widen the receptive field at no parameter cost.
+:meth:`CNN.body` runs the network on an input already padded by ``margin`` (training on patches with context).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .padding import center_crop, geo_pad
+
+ACTIVATIONS = ("relu", "prelu", "leakyrelu", "elu", "softplus")
+SKIPS = ("none", "v1", "v2")
+PADDINGS = ("valid", "same")
+
+
+def make_activation(name: str) -> nn.Module:
+    name = name.lower()
+    if name == "relu":
+        return nn.ReLU()
+    if name == "prelu":
+        return nn.PReLU()
+    if name == "leakyrelu":
+        return nn.LeakyReLU(0.01)
+    if name == "elu":
+        return nn.ELU()
+    if name == "softplus":
+        return nn.Softplus()
+    raise ValueError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
+
+
+class ConvLayer(nn.Module):
+    """3×3 convolution (bias) + optional batch norm + optional activation."""
+
+    def __init__(self, cin: int, cout: int, dilation: int = 1, padding: str = "valid", batchnorm: bool = True,
+                 activation: str | None = "relu"):
+        super().__init__()
+        pad = dilation if padding == "same" else 0
+        self.conv = nn.Conv2d(cin, cout, 3, padding=pad, dilation=dilation, bias=True)
+        self.bn = nn.BatchNorm2d(cout) if batchnorm else nn.Identity()
+        self.act = make_activation(activation) if activation else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(x)))
+
+
+class Block(nn.Module):
+    """``layers`` ConvLayers; with ``residual`` the last one has no activation (it comes after the sum)."""
+
+    def __init__(self, cin: int, filters: int, layers: int, dilations: list[int], padding: str, batchnorm: bool,
+                 activation: str, residual: bool):
+        super().__init__()
+        mods = []
+        for k in range(layers):
+            last = residual and k == layers - 1
+            mods.append(ConvLayer(cin if k == 0 else filters, filters, dilations[k], padding, batchnorm,
+                                  None if last else activation))
+        self.layers = nn.Sequential(*mods)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class CNN(nn.Module):
+    """Plain / V1 / V2 CNN of the study; see the module docstring."""
+
+    def __init__(self, in_channels: int = 4, out_channels: int = 1, filters: int = 64, blocks: int = 4,
+                 layers_per_block: int = 2, skip: str = "none", activation: str = "relu", padding: str = "valid",
+                 batchnorm: bool = True, dilations: list[int] | None = None, periodic_x: bool = False,
+                 periodic_y: bool = False, closed: str = "land"):
+        super().__init__()
+        if skip not in SKIPS:
+            raise ValueError(f"unknown skip {skip!r}; choose one of {', '.join(SKIPS)}")
+        if padding not in PADDINGS:
+            raise ValueError(f"unknown padding {padding!r}; choose one of {', '.join(PADDINGS)}")
+        n_hidden = 1 + blocks * layers_per_block
+        dil = [1] * n_hidden if dilations is None else [int(d) for d in dilations]
+        if len(dil) != n_hidden:
+            raise ValueError(f"dilations needs {n_hidden} entries (input layer + {blocks}x{layers_per_block} block "
+                             f"layers), got {len(dil)}")
+        self.skip = skip
+        self.padding = padding
+        self.periodic_x = bool(periodic_x)
+        self.periodic_y = bool(periodic_y)
+        self.closed = closed
+        self.margin = int(sum(dil) + 1) if padding == "valid" else 0
+        self.input_layer = ConvLayer(in_channels, filters, dil[0], padding, batchnorm, activation)
+        blks = []
+        for b in range(blocks):
+            cin = filters
+            if skip == "v1":
+                cin = filters + in_channels if b == 0 else 2 * filters
+            d = dil[1 + b * layers_per_block: 1 + (b + 1) * layers_per_block]
+            blks.append(Block(cin, filters, layers_per_block, d, padding, batchnorm, activation, skip == "v2"))
+        self.blocks = nn.ModuleList(blks)
+        self.post = make_activation(activation) if skip == "v2" else nn.Identity()
+        self.output_layer = ConvLayer(filters, out_channels, 1, padding, False, None)
+
+    def body(self, x: torch.Tensor) -> torch.Tensor:
+        """The network on an input padded by ``margin`` (valid) or unpadded (same)."""
+        h = self.input_layer(x)
+        if self.skip == "v1":
+            a = torch.cat([center_crop(x, h.shape[2], h.shape[3]), h], dim=1)
+            prev = h
+            s = h
+            for blk in self.blocks:
+                s = blk(a)
+                a = torch.cat([center_crop(prev, s.shape[2], s.shape[3]), s], dim=1)
+                prev = s
+            h = s
+        elif self.skip == "v2":
+            for blk in self.blocks:
+                r = blk(h)
+                h = self.post(center_crop(h, r.shape[2], r.shape[3]) + r)
+        else:
+            for blk in self.blocks:
+                h = blk(h)
+        return self.output_layer(h)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, ny, nx) → (B, out, ny, nx)``; pads by the receptive field first (valid padding)."""
+        if self.margin > 0:
+            x = geo_pad(x, self.margin, self.periodic_x, self.periodic_y, self.closed)
+        return self.body(x)

@@ -1,0 +1,121 @@
+"""Trained models: load a checkpoint or a shipped model by name, predict γ, export a slim model file.
+
+Contract of :func:`load_model` (``torch.load(..., weights_only=True)`` only — no pickled code runs):
+
+``load_model(ref) -> (model, meta)`` where ``ref`` is a shipped model name (``"sphere-1deg"``: the file
+``diffnorm/pretrained/sphere-1deg.pt``), a Lightning checkpoint written by ``diffnorm train`` (``.ckpt``) or a
+slim model file written by :func:`export_checkpoint`. ``model`` is a ``torch.nn.Module`` in eval mode on the
+CPU taking standardized inputs ``(B, C, ny, nx)`` float32 and returning the standardized target
+``(B, 1, ny, nx)``; it pads its input itself (circular along periodic axes). ``meta`` is a JSON-able dict:
+
+- ``format`` (``"diffnorm-model/1"``), ``model`` and ``model_kwargs`` (rebuild with
+  :func:`diffnorm.models.build_model`), ``margin`` (receptive field, cells);
+- ``channels`` and ``input_transform`` (:class:`diffnorm.transforms.inputs.InputTransform` state);
+- ``target`` (:data:`diffnorm.transforms.targets.TARGETS`), ``target_mean``, ``target_std``;
+- ``steps`` (M of the labels), ``periodic_x``, ``periodic_y``, ``shape`` (training field shape);
+- ``standardizer: None`` and ``use_training_predict: True`` (tells :mod:`diffnorm.prediction` to call
+  :func:`predict_gamma`, because the channels are those of :mod:`diffnorm.transforms.inputs`);
+- optional ``valid_range`` / ``training`` (free text / numbers describing the training data and results).
+
+:func:`predict_gamma` does the whole path grid → channels → network → γ (NaN on land).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+
+def available() -> list[str]:
+    """Names of the shipped models."""
+    return sorted(p.stem for p in HERE.glob("*.pt"))
+
+
+def _resolve(ref) -> Path:
+    p = Path(ref)
+    if p.exists():
+        return p
+    shipped = HERE / f"{ref}.pt"
+    if shipped.exists():
+        return shipped
+    raise FileNotFoundError(f"no such model: {ref} (not a file; shipped models: {', '.join(available()) or 'none'})")
+
+
+def model_from_meta(meta: dict, state_dict: dict | None = None):
+    from ..models import build_model
+
+    kw = dict(meta["model_kwargs"])
+    model = build_model(meta["model"], **kw)
+    if state_dict is not None:
+        model.load_state_dict(state_dict)
+    model.periodic_x = bool(meta.get("periodic_x", kw.get("periodic_x", False)))
+    model.periodic_y = bool(meta.get("periodic_y", kw.get("periodic_y", False)))
+    return model.eval()
+
+
+def load_model(ref: str | os.PathLike):
+    """``(model in eval mode, meta)``; see the module docstring for the contract."""
+    import torch
+
+    path = _resolve(ref)
+    try:
+        ck = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises several types for foreign files
+        raise ValueError(f"cannot read model {path} with torch.load(weights_only=True): {exc}") from exc
+    if not isinstance(ck, dict):
+        raise ValueError(f"{path} is not a diffnorm model file")
+    if "diffnorm_meta" in ck:  # Lightning checkpoint
+        meta = dict(ck["diffnorm_meta"])
+        state = {k[len("model."):]: v for k, v in ck["state_dict"].items() if k.startswith("model.")}
+    elif "meta" in ck and "state_dict" in ck:
+        meta, state = dict(ck["meta"]), ck["state_dict"]
+    else:
+        raise ValueError(f"{path} carries no diffnorm meta data (not written by diffnorm train/export)")
+    if not meta:
+        raise ValueError(f"{path}: empty meta data (a checkpoint saved before training set up its data?)")
+    return model_from_meta(meta, state), meta
+
+
+def predict_gamma(model, meta: dict, grid, steps: int | None = None) -> np.ndarray:
+    """γ ``(ny, nx)`` (NaN on land) of a :class:`~diffnorm.grid.Grid` with a model from :func:`load_model`."""
+    import torch
+
+    from ..transforms.inputs import InputTransform
+    from ..transforms.targets import TargetTransform, analytic_prior
+
+    m = int(steps if steps is not None else meta["steps"])
+    it = InputTransform.from_dict(meta["input_transform"])
+    tt = TargetTransform(meta["target"], meta.get("target_mean", 0.0), meta.get("target_std", 1.0))
+    prior = None
+    if tt.needs_prior or any(c.startswith("analytic") for c in it.channels):
+        prior = analytic_prior(grid, m)
+    x = torch.from_numpy(it(grid, m, prior))[None]
+    try:
+        dev = next(model.parameters()).device
+    except (StopIteration, AttributeError):
+        dev = torch.device("cpu")
+    with torch.inference_mode():
+        y = model(x.to(dev))
+    y = y[0, 0].double().cpu().numpy()
+    return tt.inverse(y, grid.mask, prior)
+
+
+def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, extra_meta: dict | None = None) -> Path:
+    """Write a slim model file (``{"state_dict", "meta"}``, float32 weights) and ``<out>.json`` (the meta)."""
+    import torch
+
+    model, meta = load_model(checkpoint)
+    meta = {**meta, **(extra_meta or {})}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": {k: v.clone() for k, v in model.state_dict().items()}, "meta": meta}, str(out))
+    out.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    return out
+
+
+__all__ = ["available", "export_checkpoint", "load_model", "model_from_meta", "predict_gamma"]

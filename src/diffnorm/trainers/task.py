@@ -1,0 +1,159 @@
+"""LightningModule: one of :mod:`diffnorm.models`, a target transform and a loss; SPEC §3 metrics every epoch.
+
+Validation (and test) run the model in eval mode on whole fields and log, every validation epoch,
+``val_loss`` and the SPEC §3 metrics of ε = (γ̂² − γ²)/γ² on the de-standardized γ: ``val_eps_q9999``,
+``val_eps_max``, ``val_eps_mean`` (means over fields of the per-field Q9999 / max / mean of |ε|) and
+``val_rmse``. ε is computed from the ratio γ̂/γ in float64 (it is the same number as the one from γ̂ and γ:
+the analytic prior and the standardization cancel).
+
+The checkpoint carries everything needed to use the model without the data: the hyperparameters (model,
+channels, target, loss) and, under ``"diffnorm_meta"``, the fitted input/target transforms, M, the
+periodicity and the training shape (see :func:`diffnorm.pretrained.load_model`).
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import torch
+
+from ..losses import get_loss
+from ..models import build_model
+from ..transforms.inputs import STUDY_CHANNELS, InputTransform
+from ..transforms.targets import TargetTransform
+
+META_FORMAT = "diffnorm-model/1"
+
+
+def per_field_metrics(eps: torch.Tensor, mask: torch.Tensor) -> list[dict[str, float]]:
+    """SPEC §3 per-sample metrics from ε ``(B, 1, ny, nx)`` on the ocean cells of ``mask``."""
+    rows = []
+    for b in range(eps.shape[0]):
+        e = eps[b, 0][mask[b, 0].bool()].detach().cpu().double().numpy()
+        a = np.abs(e)
+        rows.append({"rmse": float(np.sqrt(np.mean(e**2))), "q9999": float(np.quantile(a, 0.9999)),
+                     "max": float(a.max()), "mean": float(a.mean())})
+    return rows
+
+
+class NormalizationTask(L.LightningModule):
+    """Args:
+        model: ``"cnn"`` or ``"unet"``; ``model_kwargs`` go to its constructor (``in_channels`` is set from
+            ``channels``).
+        channels, target: must equal the data module's (the CLI links them).
+        loss: ``"mse"`` (masked, on the standardized target) or ``"relative"`` (E[ε²], SPEC §3).
+        lr, weight_decay: Adam(W); ``scheduler``: ``"none"``, ``"cosine"`` (to 1 % of lr over the run) or
+            ``"onecycle"``.
+    """
+
+    def __init__(self, model: str = "cnn", model_kwargs: dict | None = None,
+                 channels: list[str] | None = None, target: str = "gamma", loss: str = "mse",
+                 lr: float = 1e-3, weight_decay: float = 0.0, scheduler: str = "none"):
+        super().__init__()
+        channels = list(channels) if channels is not None else list(STUDY_CHANNELS)
+        self.save_hyperparameters()
+        self.hparams.channels = channels
+        kw = dict(model_kwargs or {})
+        kw["in_channels"] = len(channels)
+        self.model_kwargs = kw
+        self.model = build_model(model, **kw)
+        self.loss_fn = get_loss(loss)
+        self.target_tf = TargetTransform(target)
+        self.input_tf = InputTransform(channels)
+        self.meta: dict = {}
+        self._rows: dict[str, list] = {"val": [], "test": []}
+
+    # -- data link ------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is None:
+            return
+        if list(dm.channels) != list(self.hparams.channels) or dm.target != self.hparams.target:
+            raise ValueError(f"data module channels/target {dm.channels}/{dm.target} differ from the model's "
+                             f"{self.hparams.channels}/{self.hparams.target}")
+        dm.margin = int(self.model.margin)
+        dm.setup(stage)
+        self.target_tf = dm.target_transform
+        self.input_tf = dm.input_transform
+        self.model.periodic_x, self.model.periodic_y = dm.periodic_x, dm.periodic_y
+        self.model.closed = dm.closed
+        self.meta = self.build_meta(dm.steps, dm.periodic_x, dm.periodic_y, dm.shape)
+
+    def build_meta(self, steps: int, periodic_x: bool, periodic_y: bool, shape) -> dict:
+        kw = dict(self.model_kwargs)
+        kw.update(periodic_x=bool(periodic_x), periodic_y=bool(periodic_y))
+        return {"format": META_FORMAT, "model": self.hparams.model, "model_kwargs": kw,
+                "channels": list(self.hparams.channels), "input_transform": self.input_tf.to_dict(),
+                "target": self.target_tf.kind, "target_mean": self.target_tf.mean, "target_std": self.target_tf.std,
+                "steps": int(steps), "periodic_x": bool(periodic_x), "periodic_y": bool(periodic_y),
+                "shape": [int(s) for s in shape], "margin": int(self.model.margin), "loss": self.hparams.loss,
+                "standardizer": None, "use_training_predict": True}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["diffnorm_meta"] = self.meta
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.meta = dict(checkpoint.get("diffnorm_meta") or {})
+        if self.meta:
+            self.target_tf = TargetTransform(self.meta["target"], self.meta["target_mean"], self.meta["target_std"])
+            self.input_tf = InputTransform.from_dict(self.meta["input_transform"])
+
+    # -- steps ----------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def on_train_epoch_start(self) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is not None and getattr(dm, "train_set", None) is not None:
+            dm.train_set.epoch = int(self.current_epoch)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        x = batch["x"]
+        pred = self.model.body(x) if x.shape[-1] != batch["y"].shape[-1] else self.model(x)
+        loss = self.loss_fn(pred, batch["y"], batch["mask"], self.target_tf)
+        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=x.shape[0])
+        return loss
+
+    def _eval_step(self, batch: dict, split: str) -> torch.Tensor:
+        pred = self.model(batch["x"])
+        loss = self.loss_fn(pred, batch["y"], batch["mask"], self.target_tf)
+        self.log(f"{split}_loss", loss, on_epoch=True, sync_dist=True, batch_size=batch["x"].shape[0])
+        eps = self.target_tf.eps(pred.double(), batch["y"].double())
+        self._rows[split] += per_field_metrics(eps, batch["mask"])
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._eval_step(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._eval_step(batch, "test")
+
+    def _eval_end(self, split: str) -> None:
+        rows, self._rows[split] = self._rows[split], []
+        if not rows:
+            return
+        for name in ("q9999", "max", "mean", "rmse"):
+            key = f"{split}_rmse" if name == "rmse" else f"{split}_eps_{name}"
+            self.log(key, float(np.mean([r[name] for r in rows])), sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_end("test")
+
+    # -- optimization ---------------------------------------------------------------------
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay) \
+            if self.hparams.weight_decay else torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        sched = self.hparams.scheduler
+        if sched == "none":
+            return opt
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        if sched == "cosine":
+            s = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total, eta_min=0.01 * self.hparams.lr)
+        elif sched == "onecycle":
+            s = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.hparams.lr, total_steps=total)
+        else:
+            raise ValueError(f"unknown scheduler {sched!r}; choose none, cosine or onecycle")
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": s, "interval": "step"}}

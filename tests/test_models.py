@@ -1,0 +1,78 @@
+"""diffnorm.models: the study's parameter counts, padding, shapes, scripting."""
+
+import pytest
+import torch
+
+from diffnorm.models import ACTIVATIONS, build_model, count_parameters, geo_pad
+
+
+@pytest.mark.parametrize(("skip", "expected"), [("v2", 299_521), ("v1", 412_417), ("none", 299_521)])
+def test_study_parameter_counts(skip, expected):
+    # 4 inputs, 1 input layer, 4 blocks of 2 layers, 1 output layer, 64 filters, 3x3 with bias + batch norm
+    model = build_model("cnn", in_channels=4, filters=64, blocks=4, layers_per_block=2, skip=skip)
+    assert count_parameters(model) == expected
+
+
+def test_v1_block_widths():
+    model = build_model("cnn", in_channels=4, skip="v1")
+    assert model.input_layer.conv.in_channels == 4
+    assert [b.layers[0].conv.in_channels for b in model.blocks] == [68, 128, 128, 128]
+    assert model.output_layer.conv.in_channels == 64
+
+
+def test_unet_about_a_million_parameters():
+    model = build_model("unet", in_channels=4)
+    assert 0.9e6 < count_parameters(model) < 1.2e6
+    assert model(torch.randn(1, 4, 45, 90)).shape == (1, 1, 45, 90)
+
+
+@pytest.mark.parametrize("skip", ["none", "v1", "v2"])
+@pytest.mark.parametrize("padding", ["valid", "same"])
+def test_output_shape(skip, padding):
+    model = build_model("cnn", in_channels=3, filters=8, blocks=2, skip=skip, padding=padding,
+                        dilations=[1, 2, 1, 2, 1])
+    assert model(torch.randn(2, 3, 13, 17)).shape == (2, 1, 13, 17)
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS)
+def test_activations(act):
+    model = build_model("cnn", in_channels=2, filters=4, blocks=1, activation=act)
+    assert torch.isfinite(model(torch.randn(1, 2, 8, 8))).all()
+
+
+def test_valid_padding_is_periodic_in_x():
+    torch.manual_seed(0)
+    model = build_model("cnn", in_channels=2, filters=8, blocks=2, skip="v2", periodic_x=True).eval()
+    x = torch.randn(1, 2, 12, 20)
+    with torch.no_grad():
+        y = model(x)
+        y_rolled = model(torch.roll(x, 5, dims=3))
+    torch.testing.assert_close(torch.roll(y, 5, dims=3), y_rolled, rtol=1e-5, atol=1e-5)
+
+
+def test_body_on_prepadded_input_equals_forward():
+    model = build_model("cnn", in_channels=2, filters=8, blocks=2, skip="v1", periodic_x=True).eval()
+    x = torch.randn(1, 2, 12, 20)
+    with torch.no_grad():
+        a = model(x)
+        b = model.body(geo_pad(x, model.margin, True, False, "land"))
+    torch.testing.assert_close(a, b)
+
+
+def test_geo_pad_modes():
+    x = torch.arange(12.0).reshape(1, 1, 3, 4)
+    p = geo_pad(x, 1, periodic_x=True, periodic_y=False, closed="land")
+    assert p.shape == (1, 1, 5, 6)
+    assert torch.equal(p[0, 0, 1, 0], x[0, 0, 0, -1]) and torch.equal(p[0, 0, 1, -1], x[0, 0, 0, 0])
+    assert torch.all(p[0, 0, 0] == 0)
+    r = geo_pad(x, 2, closed="replicate")
+    assert torch.equal(r[0, 0, 0, 2:6], x[0, 0, 0]) and torch.equal(r[0, 0, 2, 0:2], x[0, 0, 0, :1].repeat(2))
+
+
+@pytest.mark.parametrize("name", ["cnn", "unet"])
+def test_torchscript(name):
+    kw = {"filters": 4, "blocks": 1, "skip": "v1"} if name == "cnn" else {"filters": 4, "depth": 2}
+    model = build_model(name, in_channels=2, **kw).eval()
+    scripted = torch.jit.script(model)
+    x = torch.randn(1, 2, 10, 12)
+    torch.testing.assert_close(scripted(x), model(x))

@@ -1,0 +1,138 @@
+"""Training with Lightning: overfitting, determinism, resume, checkpoint loading, DDP, CLI."""
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from diffnorm.datamodules import NormalizationDataModule
+from diffnorm.generation import DatasetConfig, generate_dataset
+from diffnorm.metrics import sample_metrics
+from diffnorm.pretrained import export_checkpoint, load_model, predict_gamma
+from diffnorm.trainers import NormalizationTask
+from diffnorm.transforms.inputs import grid_from_fields
+
+CHANNELS = ["mask", "distance", "sf_diff_x", "sf_diff_y", "analytic_sf"]
+SMALL = {"filters": 8, "blocks": 2, "skip": "v2"}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    cfg = DatasetConfig(family="coast", family_params={"lat_range": [30, 42], "lon_range": [-80, -64], "res": 1.0},
+                        generator="isotropic", generator_params={"min_length": 1.0, "max_length": 3.0}, steps=4,
+                        seed=0, splits={"train": 3, "val": 1, "test": 1})
+    generate_dataset(root, cfg, scheduler="synchronous", progress=False)
+    return root
+
+
+def _fit(root, out, epochs, ckpt_path=None, model_kwargs=SMALL, lr=3e-3, patch=8, **dm_kw):
+    L.seed_everything(0, workers=True)
+    dm = NormalizationDataModule(str(root), channels=CHANNELS, target="log_ratio_analytic", patch_size=patch,
+                                 samples_per_epoch=8, batch_size=4, augment=True, **dm_kw)
+    task = NormalizationTask("cnn", model_kwargs, channels=CHANNELS, target="log_ratio_analytic", loss="mse", lr=lr)
+    ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=str(out), save_last=True, monitor="val_eps_max")
+    trainer = L.Trainer(max_epochs=epochs, deterministic=True, logger=L.pytorch.loggers.CSVLogger(str(out)),
+                        callbacks=[ckpt], enable_progress_bar=False, enable_model_summary=False,
+                        log_every_n_steps=1, accelerator="cpu", devices=1)
+    trainer.fit(task, dm, ckpt_path=ckpt_path)
+    return task, trainer
+
+
+def test_tiny_model_overfits(tiny, tmp_path):
+    task, trainer = _fit(tiny, tmp_path, 60, model_kwargs={"filters": 16, "blocks": 2, "skip": "v2"}, patch=None,
+                         max_train=1)
+    rows = list(csv.DictReader(open(Path(trainer.logger.log_dir) / "metrics.csv")))
+    losses = [float(r["train_loss_epoch"]) for r in rows if r.get("train_loss_epoch")]
+    assert losses[-1] < losses[0] / 100, (losses[0], losses[-1])
+    for key in ("val_loss", "val_eps_q9999", "val_eps_max", "val_eps_mean", "val_rmse"):
+        assert any(r.get(key) for r in rows), key
+
+
+def test_same_seed_same_weights_and_resume(tiny, tmp_path):
+    a, _ = _fit(tiny, tmp_path / "a", 4)
+    b, _ = _fit(tiny, tmp_path / "b", 4)
+    _fit(tiny, tmp_path / "c", 2)
+    c, _ = _fit(tiny, tmp_path / "c2", 4, ckpt_path=str(tmp_path / "c" / "last.ckpt"))
+    sa, sb, sc = a.model.state_dict(), b.model.state_dict(), c.model.state_dict()
+    for k in sa:
+        torch.testing.assert_close(sa[k], sb[k], rtol=0, atol=0)
+        torch.testing.assert_close(sa[k], sc[k], rtol=1e-6, atol=1e-7)
+
+
+def test_checkpoint_loads_weights_only_and_predicts(tiny, tmp_path):
+    task, trainer = _fit(tiny, tmp_path, 2)
+    model, meta = load_model(tmp_path / "last.ckpt")
+    assert not model.training and meta["steps"] == 4 and meta["channels"] == CHANNELS
+    from diffnorm.datasets import NormalizationDataset
+
+    item = NormalizationDataset(tiny, "test")[0]
+    grid = grid_from_fields(item)
+    gamma = predict_gamma(model, meta, grid)
+    assert np.isnan(gamma[~grid.mask]).all() and np.all(gamma[grid.mask] > 0)
+    # the task's own test metrics agree with SPEC §3 on the de-standardized γ
+    res = trainer.test(task, datamodule=trainer.datamodule, ckpt_path=str(tmp_path / "last.ckpt"), verbose=False)[0]
+    assert res["test_eps_max"] == pytest.approx(sample_metrics(gamma, item["gamma"])["max"], rel=1e-4)
+    slim = export_checkpoint(tmp_path / "last.ckpt", tmp_path / "m.pt")
+    m2, meta2 = load_model(slim)
+    np.testing.assert_allclose(predict_gamma(m2, meta2, grid), gamma, rtol=1e-6)
+    from diffnorm.prediction import Predictor
+
+    np.testing.assert_allclose(Predictor(m2, meta2).predict_grid(grid), gamma, rtol=1e-6)
+
+
+def _config(tmp_path, root, extra=""):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"""
+seed_everything: 0
+trainer:
+  max_epochs: 1
+  accelerator: cpu
+  enable_progress_bar: false
+  logger:
+  - class_path: lightning.pytorch.loggers.CSVLogger
+    init_args: {{save_dir: {tmp_path}/runs, name: t}}
+{extra}
+model:
+  model_kwargs: {{filters: 4, blocks: 1, skip: v1}}
+data:
+  data_dirs: [{root}]
+  channels: [diff_x, diff_y, area, mask]
+  target: gamma
+  patch_size: 8
+  samples_per_epoch: 4
+  batch_size: 2
+""")
+    return cfg
+
+
+def _run_cli(args, tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([str(Path(sys.executable).parent / "diffnorm"), "train", *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_fit_and_resume(tiny, tmp_path):
+    cfg = _config(tmp_path, tiny)
+    r = _run_cli(["fit", "--config", str(cfg)], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    last = tmp_path / "runs" / "t" / "version_0" / "checkpoints" / "last.ckpt"
+    assert last.exists()
+    r = _run_cli(["fit", "--config", str(cfg), "--trainer.max_epochs", "2", "--ckpt_path", str(last)], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert torch.load(tmp_path / "runs" / "t" / "version_1" / "checkpoints" / "last.ckpt",
+                      weights_only=True)["epoch"] == 1
+
+
+def test_ddp_two_cpu_processes_one_epoch(tiny, tmp_path):
+    cfg = _config(tmp_path, tiny)
+    r = _run_cli(["fit", "--config", str(cfg), "--trainer.strategy", "ddp", "--trainer.devices", "2"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = list(csv.DictReader(open(tmp_path / "runs" / "t" / "version_0" / "metrics.csv")))
+    assert any(r.get("val_eps_max") for r in rows)

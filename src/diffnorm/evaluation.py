@@ -333,16 +333,20 @@ def write_report(ev: Evaluation, out_dir: str | os.PathLike, title: str = "Evalu
     ev.by_distance.to_csv(out / "by_distance.csv", index=False)
     figs = {"error_vs_distance.png": plots.plot_error_vs_distance(ev.by_distance, out / "error_vs_distance.png"),
             "cells_by_distance.png": plots.plot_cells_by_distance(ev.by_distance, out / "cells_by_distance.png")}
+    coords = {}
+    if ev.example is not None and ev.example[0].lat is not None and ev.example[0].lon is not None:
+        coords = {"lat": ev.example[0].lat, "lon": ev.example[0].lon}
     if ev.mask_any.any():
         figs["mean_abs_error_map.png"] = plots.plot_field(
             np.where(ev.mask_any, ev.mean_abs_map, np.nan), out / "mean_abs_error_map.png",
-            title="mean |ε| over the fields", label="|ε|", log=True)
+            title="mean |ε| over the fields", label="|ε|", log=True, cmap="magma", **coords)
     if ev.example is not None:
         grid, ref, est = ev.example
         figs["example_gamma.png"] = plots.plot_field(np.where(grid.mask, est, np.nan), out / "example_gamma.png",
-                                                     title=f"γ estimated, {ev.per_field['file'].iloc[0]}", label="γ")
+                                                     title=f"γ estimated, {ev.per_field['file'].iloc[0]}", label="γ",
+                                                     **coords)
         figs["example_error.png"] = plots.plot_error_map(est, ref, grid.mask, out / "example_error.png",
-                                                         title=f"ε, {ev.per_field['file'].iloc[0]}")
+                                                         title=f"ε, {ev.per_field['file'].iloc[0]}", **coords)
     s = ev.summary
     lines = [f"# {title}", ""]
     if source:

@@ -67,6 +67,8 @@ def plot_field(values: np.ndarray, path: str | os.PathLike, title: str = "", lab
         else:
             norm = Normalize(lo, hi if hi > lo else lo + 1)
     extent, (xl, yl) = _extent(lat, lon)
+    if norm is not None:
+        norm.clip = False
     im = ax.imshow(np.ma.masked_invalid(values), origin="lower", cmap=cmap, norm=norm, extent=extent,
                    aspect="auto", interpolation="nearest")
     fig.colorbar(im, ax=ax, label=label, shrink=0.85)
@@ -92,6 +94,11 @@ def plot_error_map(estimate: np.ndarray, reference: np.ndarray, mask: np.ndarray
         eps = np.where(ocean, (est**2 - ref**2) / ref**2, np.nan)
     if absolute:
         return plot_field(np.abs(eps), path, title=title, label="|ε|", log=True, cmap="magma", **kwargs)
+    finite = np.abs(eps[np.isfinite(eps)])
+    if finite.size and "vmax" not in kwargs:  # a few coastal outliers must not wash out the map
+        m = float(np.quantile(finite, 0.99)) or float(finite.max()) or 1.0
+        kwargs = {**kwargs, "vmin": -m, "vmax": m}
+        title = f"{title} (colours clipped at the 99th percentile of |ε|, max {finite.max():.2g})"
     return plot_field(eps, path, title=title, label="ε", symmetric=True, cmap="RdBu_r", **kwargs)
 
 

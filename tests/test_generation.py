@@ -331,3 +331,11 @@ def test_one_spelling_per_number():
     b = DatasetConfig.from_dict({**CONFIG, "generator_params": {"min_length": 1.0, "max_length": 3.0,
                                                                 "coast_ramp": [2.0, 5.0]}})
     assert a.to_dict() == b.to_dict() and json.dumps(a.to_dict()) == json.dumps(b.to_dict())
+
+
+def test_many_threaded_workers_write_safely(tmp_path):
+    """netCDF-C/HDF5 are not thread-safe: without the module's lock this crashed the process."""
+    cfg = {**CONFIG, "steps": 2, "splits": {"train": 12}}
+    out = generate_dataset(tmp_path / "t4", cfg, scheduler="threads", n_workers=4, progress=False)
+    files = sorted(out.glob("train/sample_*.nc"))
+    assert len(files) == 12 and all(check_sample(f) is None for f in files)

@@ -1,6 +1,7 @@
 """Benchmark: CNN inference for one global 1° field vs randomized N=10⁴ and the fast exact method.
 
-    python benchmarks/bench_inference.py [--model sphere-1deg|CKPT] [--family sphere|coast] [--out FILE.md]
+    python benchmarks/bench_inference.py [--model sphere-1deg|CKPT] [--config configs/best.yaml] [--filters 64 32 16]
+                                         [--threads 1 2] [--family sphere|coast] [--out FILE.md]
 
 Builds one field (``sphere``: the study's 180 × 360 grid; ``coast``: lat −80…80 × lon 0…360 at 1°,
 160 × 360, as in ``bench_normalization.py``) with a seeded random diffusivity and M = 10, then times
@@ -73,6 +74,26 @@ def build_grid(family: str, seed: int, steps: int):
     return generate_grid(geo, ocean, "isotropic", {"min_length": 1.5, "max_length": 4.0}, seed=seed, steps=steps)
 
 
+def config_predictor(grid, steps: int, config: Path) -> Predictor:
+    """An untrained network of a training config (``model.model``/``model_kwargs``, ``data.channels``)."""
+    import yaml
+
+    from diffnorm.models import build_model
+    from diffnorm.transforms.inputs import InputTransform
+
+    cfg = yaml.safe_load(config.read_text())
+    channels = list(cfg["data"]["channels"])
+    kwargs = dict(cfg["model"].get("model_kwargs") or {})
+    torch.manual_seed(0)
+    model = build_model(cfg["model"].get("model", "cnn"), in_channels=len(channels), periodic_x=grid.periodic_x,
+                        periodic_y=grid.periodic_y, **kwargs)
+    it = InputTransform(channels)
+    it.fit([it.raw(grid, steps)])
+    meta = {"channels": channels, "input_transform": it.to_dict(), "target": cfg["data"].get("target", "gamma"),
+            "target_mean": 0.0, "target_std": 1e-3, "steps": steps}
+    return Predictor(model, meta, name=f"untrained {config.name} ({kwargs.get('filters', '?')} filters)")
+
+
 def untrained_predictor(grid, steps: int, filters: int = 64) -> Predictor:
     """An untrained V2 network: the training code's ``build_model("cnn", skip="v2", padding="valid")`` with its
     input transform when it is installed, else :class:`ResidualCNN` with the plain meta data."""
@@ -120,7 +141,9 @@ def onnx_predictor(p: Predictor) -> Predictor:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="checkpoint or shipped model name (default: untrained V2)")
-    parser.add_argument("--filters", type=int, nargs="+", default=[64, 32, 16],
+    parser.add_argument("--config", type=Path, default=None,
+                        help="time an untrained network of this training config (e.g. configs/best.yaml)")
+    parser.add_argument("--filters", type=int, nargs="*", default=[64, 32, 16],
                         help="untrained V2 widths to time when no model is given (the study's is 64)")
     parser.add_argument("--family", choices=("sphere", "coast"), default="sphere")
     parser.add_argument("--steps", type=int, default=10)
@@ -147,7 +170,9 @@ def main() -> None:
         except Exception as exc:  # noqa: BLE001 - fall back to timing the architecture
             print(f"cannot load {args.model} ({exc}); timing untrained networks instead")
     if not predictors:
-        predictors = [untrained_predictor(grid, args.steps, f) for f in args.filters]
+        if args.config:
+            predictors.append(config_predictor(grid, args.steps, args.config))
+        predictors += [untrained_predictor(grid, args.steps, f) for f in args.filters]
 
     exact = t_rand = t_exact = None
     ref_rows = []

@@ -19,7 +19,7 @@ from diffnorm.transforms import Standardizer
 CHANNELS = ["mask", "area", "diff_x", "diff_y", "analytic"]
 CONFIG = {"family": "coast", "family_params": {"lat_range": [30, 46], "lon_range": [-80, -56], "res": 1.0},
           "generator": "isotropic", "generator_params": {"min_length": 1.0, "max_length": 3.0},
-          "steps": 10, "seed": 3, "splits": {"train": 2, "val": 0, "test": 3}}
+          "steps": 10, "seed": 3, "splits": {"train": 2, "val": 1, "test": 3}}
 
 
 class Tiny(torch.nn.Module):
@@ -166,3 +166,52 @@ def test_evaluate_a_method_and_limit(data, tmp_path):
     summary = pd.read_csv(out / "summary.csv").iloc[0]
     assert len(pd.read_csv(out / "metrics.csv")) == 2
     assert summary["rmse"] == pytest.approx(np.sqrt(2 / 400), rel=0.15)
+
+
+def test_lightning_checkpoint_end_to_end(data, tmp_path, capsys):
+    """A checkpoint of ``diffnorm train`` through every command: evaluate's numbers equal the training code's own
+    ``predict_gamma``, predict writes the same γ, export matches PyTorch, plot curves reads its CSV log."""
+    L = pytest.importorskip("lightning")
+    pytest.importorskip("diffnorm.trainers")
+    from diffnorm.datamodules import NormalizationDataModule
+    from diffnorm.io import read_gamma
+    from diffnorm.pretrained import load_model, predict_gamma
+    from diffnorm.trainers import NormalizationTask
+
+    root = data[0]
+    channels = ["mask", "distance", "sf_diff_x", "sf_diff_y", "analytic_sf"]
+    L.seed_everything(0, workers=True)
+    dm = NormalizationDataModule(str(root / "ds"), channels=channels, target="log_ratio_analytic", patch_size=8,
+                                 samples_per_epoch=4, batch_size=4)
+    task = NormalizationTask("cnn", {"filters": 8, "blocks": 1, "skip": "v2"}, channels=channels,
+                             target="log_ratio_analytic", loss="mse", lr=3e-3)
+    ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=str(tmp_path / "ck"), save_last=True)
+    trainer = L.Trainer(max_epochs=2, logger=L.pytorch.loggers.CSVLogger(str(tmp_path / "logs")), callbacks=[ckpt],
+                        enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1,
+                        accelerator="cpu", devices=1)
+    trainer.fit(task, dm)
+    last = tmp_path / "ck" / "last.ckpt"
+    model, meta = load_model(last)
+
+    assert main(["evaluate", str(last), str(root / "ds"), "-o", str(tmp_path / "ev")]) == 0
+    per = pd.read_csv(tmp_path / "ev" / "metrics.csv")
+    items = list(NormalizationDataset(root / "ds", "test"))
+    for it, (_, row) in zip(items, per.iterrows(), strict=True):
+        grid = item_grid(it)
+        g = predict_gamma(model, meta, grid)
+        eps = (g[grid.mask] ** 2 - it["gamma"][grid.mask] ** 2) / it["gamma"][grid.mask] ** 2
+        assert row["max"] == pytest.approx(np.abs(eps).max(), rel=1e-6)
+        assert row["mean"] == pytest.approx(np.abs(eps).mean(), rel=1e-6)
+
+    assert main(["compare", str(root / "ds"), "--methods", f"cnn:{last}", "analytic", "--limit", "1"]) == 0
+    assert "cnn:last.ckpt" in capsys.readouterr().out
+
+    sample = root / "ds" / "test" / "sample_000000.nc"
+    assert main(["predict", str(last), str(sample), "-o", str(tmp_path / "g.nc")]) == 0
+    grid = item_grid(items[0])
+    np.testing.assert_allclose(read_gamma(tmp_path / "g.nc")[grid.mask], predict_gamma(model, meta, grid)[grid.mask],
+                               rtol=1e-6)
+
+    assert main(["export", str(last), "--format", "onnx", "-o", str(tmp_path / "m.onnx")]) == 0
+    assert main(["plot", "curves", str(tmp_path / "logs"), "-o", str(tmp_path / "curves.png")]) == 0
+    assert (tmp_path / "curves.png").stat().st_size > 1000

@@ -230,6 +230,7 @@ def parse_method(spec: str, device: str | None = "cpu", force: bool = False,
             return predictor.predict_grid(grid, steps, force=force)
 
         cnn.warmup = True
+        cnn.predictor = predictor
         return f"cnn:{Path(arg).name}", cnn
     if kind == "randomized":
         parts = arg.split(":") if arg else []

@@ -114,8 +114,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     steps = iter_split(args.dataset, args.split, args.limit)[0]
     ev = evaluate_streaming({"model": estimator}, args.dataset, args.split, args.limit, args.distance,
                             log=(lambda s: print(s, file=sys.stderr)) if args.verbose else None)["model"]
-    report = write_report(ev, args.output, title=f"Evaluation of {args.model}",
-                          source=f"Data set `{args.dataset}`, split `{args.split}`, M = {steps}.")
+    source = f"Data set `{args.dataset}`, split `{args.split}`, M = {steps}."
+    predictor = getattr(estimator, "predictor", None)
+    if predictor is not None:
+        meta = predictor.meta
+        n_params = sum(p.numel() for p in predictor.model.parameters())
+        source += (f" Model: {meta.get('model', type(predictor.model).__name__)}, {n_params} parameters, channels "
+                   f"{', '.join(predictor.channels)}, target {meta.get('target', '?')}, trained for M = "
+                   f"{meta.get('steps', '?')} on fields of shape {meta.get('shape', '?')}; backend {args.backend}.")
+    report = write_report(ev, args.output, title=f"Evaluation of {args.model}", source=source)
     s = ev.summary
     print(f"{len(ev.per_field)} fields: eps_Q9999 {s['q9999']:.3e} ± {s['q9999_std']:.1e}  eps_max {s['max']:.3e} ± "
           f"{s['max_std']:.1e}  eps_mean {s['mean']:.3e} ± {s['mean_std']:.1e}  ({s['time_s']:.4f} s/field)")

@@ -65,3 +65,25 @@ def test_relative_loss_gradient_is_finite_with_land():
     p = _t(tt.forward(est, mask, prior)).requires_grad_(True)
     relative_loss(p, _t(tt.forward(gamma, mask, prior)), _t(mask), tt).backward()
     assert torch.isfinite(p.grad).all() and float(p.grad[0, 0][torch.from_numpy(~mask)].abs().max()) == 0.0
+
+
+def test_exact_on_small_components_matches_bruteforce():
+    from diffnorm.grid import Grid
+    from diffnorm.normalization import bruteforce_normalization
+    from diffnorm.transforms.targets import analytic_prior, small_components
+
+    rng = np.random.default_rng(4)
+    mask = np.zeros((10, 12), np.int8)
+    mask[1:5, 1:9] = 1  # a 32-cell basin
+    mask[7, 3] = 1  # an isolated cell
+    mask[7:9, 7:10] = 1  # a 6-cell lake
+    mask[:, 11] = 1  # a channel, joined through the periodic x boundary to (7, 0): 11 cells
+    mask[7, 0] = 1
+    grid = Grid(mask, rng.uniform(1, 2, mask.shape), rng.uniform(0.5, 3, mask.shape), rng.uniform(0.5, 3, mask.shape),
+                periodic_x=True)
+    small = small_components(grid, 11)
+    assert small.sum() == 1 + 6 + 11 and small[7, 0] and not small[1:5, 1:9].any()
+    ref = bruteforce_normalization(grid, 6)
+    prior = analytic_prior(grid, 6, exact_small=11)
+    np.testing.assert_allclose(prior[small], ref[small], rtol=1e-10)
+    np.testing.assert_allclose(prior[7, 3], np.sqrt(grid.area[7, 3]), rtol=1e-12)  # no diffusion: γ = sqrt(W)

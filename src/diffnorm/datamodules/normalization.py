@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..transforms.augmentation import TRANSFORMS, augment_arrays
 from ..transforms.inputs import FACE_AXIS, STUDY_CHANNELS, InputTransform, grid_from_fields
-from ..transforms.targets import TargetTransform, analytic_prior
+from ..transforms.targets import TargetTransform
 
 FLIPS = ("identity", "flip_x", "flip_y", "rot180")
 
@@ -36,9 +36,10 @@ class Field:
         self.steps = int(item["steps"])
         prior = None
         if target_tf.needs_prior or any(c.startswith("analytic") for c in input_tf.channels):
-            prior = analytic_prior(grid, self.steps)
+            prior = target_tf.prior(grid, self.steps)
         self.x, self.valid = input_tf.raw(grid, self.steps, prior)
-        self.mask = grid.mask
+        self.ocean = grid.mask
+        self.mask = grid.mask & ~target_tf.fixed(grid)  # cells that count in the loss
         self.y = target_tf.raw(np.asarray(item["gamma"], np.float64), grid.mask, prior)
         self.periodic_x, self.periodic_y = grid.periodic_x, grid.periodic_y
         self.name = str(item.get("path", "field"))
@@ -130,7 +131,8 @@ class FieldDataset(Dataset):
         ys = np.where(f.mask, (f.y - self.target_tf.mean) / self.target_tf.std, 0.0)
         return {"x": torch.from_numpy(self.input_tf.apply(f.x, f.valid)),
                 "y": torch.from_numpy(ys[None].astype(np.float32)),
-                "mask": torch.from_numpy(f.mask[None].copy())}
+                "mask": torch.from_numpy(f.mask[None].copy()),
+                "ocean": torch.from_numpy(f.ocean[None].copy())}
 
 
 def _dirs(value) -> list[str]:
@@ -158,6 +160,8 @@ class NormalizationDataModule(L.LightningDataModule):
         margin: context cells around a patch; the task sets it to its model's ``margin``.
         seed: patch sampling seed.
         max_train / max_val / max_test: use at most that many fields per directory (None: all).
+        exact_small: γ on ocean components of at most this many cells is exact, not learned (0: off; see
+            :mod:`diffnorm.transforms.targets`).
     """
 
     def __init__(self, data_dirs: list[str] | str = "data/study", channels: list[str] | None = None,
@@ -165,7 +169,7 @@ class NormalizationDataModule(L.LightningDataModule):
                  batch_size: int = 8, augment: bool | list[str] = False, margin: int = 0, seed: int = 0,
                  num_workers: int = 0, val_dirs: list[str] | str | None = None,
                  test_dirs: list[str] | str | None = None, closed: str = "land", max_train: int | None = None,
-                 max_val: int | None = None, max_test: int | None = None):
+                 max_val: int | None = None, max_test: int | None = None, exact_small: int = 0):
         super().__init__()
         self.data_dirs = _dirs(data_dirs)
         self.val_dirs = _dirs(val_dirs) or self.data_dirs
@@ -189,7 +193,7 @@ class NormalizationDataModule(L.LightningDataModule):
         self.closed = closed
         self.limits = {"train": max_train, "val": max_val, "test": max_test}
         self.input_transform = InputTransform(self.channels)
-        self.target_transform = TargetTransform(target)
+        self.target_transform = TargetTransform(target, exact_small=exact_small)
         self.fields: dict[str, list[Field]] = {}
         self.steps: int | None = None
         self.train_set: PatchDataset | None = None

@@ -11,7 +11,9 @@ CPU taking standardized inputs ``(B, C, ny, nx)`` float32 and returning the stan
 - ``format`` (``"diffnorm-model/1"``), ``model`` and ``model_kwargs`` (rebuild with
   :func:`diffnorm.models.build_model`), ``margin`` (receptive field, cells);
 - ``channels`` and ``input_transform`` (:class:`diffnorm.transforms.inputs.InputTransform` state);
-- ``target`` (:data:`diffnorm.transforms.targets.TARGETS`), ``target_mean``, ``target_std``;
+- ``target`` (:data:`diffnorm.transforms.targets.TARGETS`), ``target_mean``, ``target_std`` and
+  ``target_transform`` (its full state, including ``exact_small``: γ on ocean components of at most that many
+  cells is computed exactly and not by the network);
 - ``steps`` (M of the labels), ``periodic_x``, ``periodic_y``, ``shape`` (training field shape);
 - ``standardizer: None`` and ``use_training_predict: True`` (tells :mod:`diffnorm.prediction` to call
   :func:`predict_gamma`, because the channels are those of :mod:`diffnorm.transforms.inputs`);
@@ -86,14 +88,15 @@ def predict_gamma(model, meta: dict, grid, steps: int | None = None) -> np.ndarr
     import torch
 
     from ..transforms.inputs import InputTransform
-    from ..transforms.targets import TargetTransform, analytic_prior
+    from ..transforms.targets import TargetTransform
 
     m = int(steps if steps is not None else meta["steps"])
     it = InputTransform.from_dict(meta["input_transform"])
-    tt = TargetTransform(meta["target"], meta.get("target_mean", 0.0), meta.get("target_std", 1.0))
+    tt = TargetTransform.from_dict(meta.get("target_transform") or {
+        "kind": meta["target"], "mean": meta.get("target_mean", 0.0), "std": meta.get("target_std", 1.0)})
     prior = None
-    if tt.needs_prior or any(c.startswith("analytic") for c in it.channels):
-        prior = analytic_prior(grid, m)
+    if tt.needs_prior or tt.exact_small > 0 or any(c.startswith("analytic") for c in it.channels):
+        prior = tt.prior(grid, m)
     x = torch.from_numpy(it(grid, m, prior))[None]
     try:
         dev = next(model.parameters()).device
@@ -102,7 +105,11 @@ def predict_gamma(model, meta: dict, grid, steps: int | None = None) -> np.ndarr
     with torch.inference_mode():
         y = model(x.to(dev))
     y = y[0, 0].double().cpu().numpy()
-    return tt.inverse(y, grid.mask, prior)
+    gamma = tt.inverse(y, grid.mask, prior)
+    if tt.exact_small > 0:  # small components: the exact γ (prior), not the network
+        fixed = tt.fixed(grid)
+        gamma = np.where(fixed, prior, gamma)
+    return gamma
 
 
 def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, extra_meta: dict | None = None) -> Path:

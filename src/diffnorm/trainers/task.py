@@ -85,6 +85,7 @@ class NormalizationTask(L.LightningModule):
         return {"format": META_FORMAT, "model": self.hparams.model, "model_kwargs": kw,
                 "channels": list(self.hparams.channels), "input_transform": self.input_tf.to_dict(),
                 "target": self.target_tf.kind, "target_mean": self.target_tf.mean, "target_std": self.target_tf.std,
+                "target_transform": self.target_tf.to_dict(),
                 "steps": int(steps), "periodic_x": bool(periodic_x), "periodic_y": bool(periodic_y),
                 "shape": [int(s) for s in shape], "margin": int(self.model.margin), "loss": self.hparams.loss,
                 "standardizer": None, "use_training_predict": True}
@@ -95,7 +96,8 @@ class NormalizationTask(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.meta = dict(checkpoint.get("diffnorm_meta") or {})
         if self.meta:
-            self.target_tf = TargetTransform(self.meta["target"], self.meta["target_mean"], self.meta["target_std"])
+            self.target_tf = TargetTransform.from_dict(self.meta.get("target_transform") or {
+                "kind": self.meta["target"], "mean": self.meta["target_mean"], "std": self.meta["target_std"]})
             self.input_tf = InputTransform.from_dict(self.meta["input_transform"])
 
     # -- steps ----------------------------------------------------------------------------
@@ -119,7 +121,8 @@ class NormalizationTask(L.LightningModule):
         loss = self.loss_fn(pred, batch["y"], batch["mask"], self.target_tf)
         self.log(f"{split}_loss", loss, on_epoch=True, sync_dist=True, batch_size=batch["x"].shape[0])
         eps = self.target_tf.eps(pred.double(), batch["y"].double())
-        self._rows[split] += per_field_metrics(eps, batch["mask"])
+        eps = torch.where(batch["mask"].bool(), eps, torch.zeros_like(eps))  # exact cells (exact_small): ε = 0
+        self._rows[split] += per_field_metrics(eps, batch.get("ocean", batch["mask"]))
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

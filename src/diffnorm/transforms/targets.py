@@ -8,6 +8,10 @@ Targets (all standardized with the mean/std over the ocean cells of the training
   (:func:`analytic_prior`) — a physics prior: the network only learns the correction for coasts and
   diffusivity gradients (dimensionless, O(0.1)), not the scale of γ.
 
+``exact_small > 0`` (any target): on ocean components of at most that many cells (isolated cells, lakes,
+where the analytic formula is off by up to a factor 10) γ is computed exactly by dense linear algebra
+(:func:`exact_on_components`); those cells are left out of the loss and overwritten at prediction.
+
 :meth:`TargetTransform.eps` gives SPEC §3's ε = (γ̂² − γ²)/γ² straight from predicted and true targets
 (it depends only on the ratio γ̂/γ, so the prior cancels), in torch, differentiable.
 """
@@ -19,9 +23,73 @@ import numpy as np
 TARGETS = ("gamma", "gamma2", "inv_gamma", "log_gamma", "log_ratio_analytic")
 
 
-def analytic_prior(grid, steps: int) -> np.ndarray:
+def small_components(grid, max_size: int) -> np.ndarray:
+    """Boolean ``(ny, nx)``: ocean cells in connected components (through active faces, periodic axes
+    wrapping) of at most ``max_size`` cells — isolated cells, lakes, enclosed seas."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    ny, nx = grid.mask.shape
+    idx = np.arange(ny * nx).reshape(ny, nx)
+    ax, ay = grid.active_x, grid.active_y
+    src = np.concatenate([idx[ax], idx[ay]])
+    dst = np.concatenate([np.roll(idx, -1, axis=1)[ax], np.roll(idx, -1, axis=0)[ay]])
+    adj = coo_matrix((np.ones(src.size), (src, dst)), shape=(ny * nx, ny * nx))
+    _, labels = connected_components(adj, directed=False)
+    labels = labels.reshape(ny, nx)
+    sizes = np.bincount(labels[grid.mask], minlength=labels.max() + 1)
+    return grid.mask & (sizes[labels] <= max_size)
+
+
+def exact_on_components(grid, steps: int, cells: np.ndarray) -> np.ndarray:
+    """Exact γ (SPEC §2, dense linear algebra per component) on the ``cells`` (a union of whole
+    components, e.g. :func:`small_components`); NaN elsewhere."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    out = np.full(grid.mask.shape, np.nan)
+    if not cells.any():
+        return out
+    ny, nx = grid.mask.shape
+    idx = np.arange(ny * nx).reshape(ny, nx)
+    faces = []
+    for active, diff, axis in ((grid.active_x & cells, grid.diff_x, 1), (grid.active_y & cells, grid.diff_y, 0)):
+        faces.append((idx[active], np.roll(idx, -1, axis=axis)[active], diff[active]))
+    src = np.concatenate([f[0] for f in faces])
+    dst = np.concatenate([f[1] for f in faces])
+    val = np.concatenate([f[2] for f in faces])
+    flat = idx[cells]
+    adj = coo_matrix((np.ones(src.size), (src, dst)), shape=(ny * nx, ny * nx)).tocsr()
+    _, labels = connected_components(adj, directed=False)
+    lab = labels[flat]
+    area = grid.area.ravel()
+    for comp in np.unique(lab):
+        members = flat[lab == comp]
+        n = members.size
+        local = {int(c): k for k, c in enumerate(members)}
+        a = np.diag(area[members].astype(np.float64))
+        w = a.copy()
+        sel = np.isin(src, members)
+        for p, q, d in zip(src[sel], dst[sel], val[sel], strict=True):
+            i, j = local[int(p)], local[int(q)]
+            a[i, i] += d
+            a[j, j] += d
+            a[i, j] -= d
+            a[j, i] -= d
+        l1 = np.linalg.solve(a, w) if n > 1 else np.ones((1, 1))
+        h = np.linalg.matrix_power(l1, steps // 2)
+        v = (h**2 / area[members][None, :]).sum(axis=1)
+        out.ravel()[members] = v**-0.5
+    return out
+
+
+def analytic_prior(grid, steps: int, exact_small: int = 0) -> np.ndarray:
     """γ_a of :func:`diffnorm.normalization.analytic_normalization`, with cells where it is not finite
-    or not positive (no active face on an axis) set to the median over the ocean; 1 on land."""
+    or not positive (no active face on an axis) set to the median over the ocean; 1 on land.
+
+    With ``exact_small > 0`` the prior is the exact γ on components of at most that many cells
+    (:func:`small_components`: isolated cells, lakes — where the analytic formula is worst, off by up to
+    a factor 10), computed densely (milliseconds)."""
     from ..normalization import analytic_normalization
 
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -29,18 +97,33 @@ def analytic_prior(grid, steps: int) -> np.ndarray:
     ok = grid.mask & np.isfinite(g) & (g > 0)
     fill = float(np.median(g[ok])) if ok.any() else 1.0
     g = np.where(ok, g, fill)
+    if exact_small > 0:
+        small = small_components(grid, exact_small)
+        if small.any():
+            g = np.where(small, exact_on_components(grid, steps, small), g)
     return np.where(grid.mask, g, 1.0)
 
 
 class TargetTransform:
     """``y = (f(γ) − mean) / std`` on ocean cells (0 on land); ``inverse`` gives γ back."""
 
-    def __init__(self, kind: str = "gamma", mean: float = 0.0, std: float = 1.0):
+    def __init__(self, kind: str = "gamma", mean: float = 0.0, std: float = 1.0, exact_small: int = 0):
         if kind not in TARGETS:
             raise ValueError(f"unknown target {kind!r}; choose one of {', '.join(TARGETS)}")
         self.kind = kind
         self.mean = float(mean)
         self.std = float(std)
+        #: γ on ocean components of at most this many cells is computed exactly (not learned); 0: off
+        self.exact_small = int(exact_small)
+
+    def prior(self, grid, steps: int) -> np.ndarray:
+        return analytic_prior(grid, steps, self.exact_small)
+
+    def fixed(self, grid) -> np.ndarray:
+        """Cells whose γ is computed exactly rather than predicted (small components)."""
+        if self.exact_small <= 0:
+            return np.zeros(grid.mask.shape, bool)
+        return small_components(grid, self.exact_small)
 
     @property
     def needs_prior(self) -> bool:
@@ -106,11 +189,11 @@ class TargetTransform:
         return (t / p) ** 2 - 1.0  # inv_gamma
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "mean": self.mean, "std": self.std}
+        return {"kind": self.kind, "mean": self.mean, "std": self.std, "exact_small": self.exact_small}
 
     @classmethod
     def from_dict(cls, d: dict) -> TargetTransform:
-        return cls(d["kind"], d.get("mean", 0.0), d.get("std", 1.0))
+        return cls(d["kind"], d.get("mean", 0.0), d.get("std", 1.0), d.get("exact_small", 0))
 
 
 def _expm1(x):

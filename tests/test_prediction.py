@@ -181,27 +181,30 @@ def test_geometry_cache_follows_the_mask():
         np.testing.assert_array_equal(p.inputs(grid, 10), fresh)
 
 
-def _training_bundle(grids, periodic_x=False):
+def _training_bundle(grids, periodic_x=False, exact_small=0):
     models = pytest.importorskip("diffnorm.models")
     from diffnorm.transforms.inputs import InputTransform
     from diffnorm.transforms.targets import TargetTransform, analytic_prior
 
     channels = ["mask", "distance", "sf_diff_x", "sf_diff_y", "analytic_sf"]
     it = InputTransform(channels).fit([InputTransform(channels).raw(g, 10) for g in grids])
-    tt = TargetTransform("log_ratio_analytic", 0.05, 0.1)
+    tt = TargetTransform("log_ratio_analytic", 0.05, 0.1, **({"exact_small": exact_small} if exact_small else {}))
     torch.manual_seed(0)
     model = models.build_model("cnn", in_channels=len(channels), filters=8, blocks=1, skip="v2", padding="valid",
                                periodic_x=periodic_x).eval()
     # the meta data of diffnorm.pretrained.load_model (flat target keys)
     meta = {"channels": channels, "input_transform": it.to_dict(), "target": tt.kind, "target_mean": tt.mean,
             "target_std": tt.std, "steps": 10, "periodic_x": periodic_x, "periodic_y": False, "standardizer": None}
+    if exact_small:
+        meta["target_transform"] = tt.to_dict()
 
     def manual(grid):
-        prior = analytic_prior(grid, 10)
+        prior = tt.prior(grid, 10) if exact_small else analytic_prior(grid, 10)
         model.periodic_x, model.periodic_y = grid.periodic_x, grid.periodic_y
         with torch.no_grad():
             y = model(torch.from_numpy(it(grid, 10, prior))[None])[0, 0].double().numpy()
-        return tt.inverse(y, grid.mask, prior)
+        gamma = tt.inverse(y, grid.mask, prior)
+        return np.where(tt.fixed(grid), prior, gamma) if exact_small else gamma
 
     return model, meta, manual
 
@@ -244,3 +247,26 @@ def test_training_inputs_cache_equals_input_transform():
     g2 = type(g)(mask2, g.area, g.diff_x, g.diff_y, g.periodic_x, g.periodic_y)
     for grid in (g, g2, g):
         np.testing.assert_array_equal(p.inputs(grid, 10), it(grid, 10, p._prior(grid, 10)))
+
+
+def test_training_code_exact_small_components():
+    """Cells of small ocean components get the exact γ (the training code's ``exact_small``), like predict_gamma."""
+    from diffnorm.transforms.targets import TargetTransform
+
+    if "exact_small" not in TargetTransform().to_dict():
+        pytest.skip("training code without exact_small")
+    pretrained = pytest.importorskip("diffnorm.pretrained")
+    grids = make_grids(2)
+    g = grids[0]
+    mask = g.mask.copy()
+    mask[1:4, 1:4] = False
+    mask[2, 2] = True  # an isolated ocean cell: its own component
+    lake = type(g)(mask, g.area, g.diff_x, g.diff_y)
+    model, meta, manual = _training_bundle(grids, exact_small=4)
+    p = Predictor(model, meta)
+    gamma = p.predict_grid(lake)
+    np.testing.assert_allclose(gamma[lake.mask], manual(lake)[lake.mask], rtol=1e-6)
+    np.testing.assert_allclose(gamma[lake.mask], pretrained.predict_gamma(model, meta, lake)[lake.mask], rtol=1e-6)
+    from diffnorm.normalization import bruteforce_normalization
+
+    assert gamma[2, 2] == pytest.approx(bruteforce_normalization(lake, 10)[2, 2], rel=1e-8)

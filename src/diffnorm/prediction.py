@@ -263,11 +263,16 @@ class Predictor:
         return int(steps if steps is not None else grid_steps if grid_steps is not None else model_steps or 0)
 
     def _prior(self, grid: Grid, steps: int) -> np.ndarray | None:
+        """The training code's prior (analytic γ; exact γ on small ocean components), as its predict_gamma."""
         if not self.transforms:
             return None
-        needs = self.target_transform.needs_prior or any(c in ("analytic", "analytic_sf") for c in self.channels)
+        tt = self.target_transform
+        needs = (tt.needs_prior or getattr(tt, "exact_small", 0) > 0
+                 or any(c.startswith("analytic") for c in self.channels))
         if not needs:
             return None
+        if hasattr(tt, "prior"):
+            return tt.prior(grid, steps)
         from .transforms.targets import analytic_prior
 
         return analytic_prior(grid, steps)
@@ -359,7 +364,11 @@ class Predictor:
         if self.transforms:
             if prior is None:
                 prior = self._prior(grid, steps)
-            return self.target_transform.inverse(out, grid.mask, prior)
+            tt = self.target_transform
+            gamma = tt.inverse(out, grid.mask, prior)
+            if getattr(tt, "exact_small", 0) > 0:  # small components: exact γ (in the prior), not the network
+                gamma = np.where(tt.fixed(grid), prior, gamma)
+            return gamma
         y = np.asarray(out, dtype=np.float64) * float(self.meta.get("target_std", 1.0)) \
             + float(self.meta.get("target_mean", 0.0))
         target = self.meta.get("target", "gamma")

@@ -83,8 +83,12 @@ def load_model(ref: str | os.PathLike):
     return model_from_meta(meta, state), meta
 
 
-def predict_gamma(model, meta: dict, grid, steps: int | None = None) -> np.ndarray:
-    """γ ``(ny, nx)`` (NaN on land) of a :class:`~diffnorm.grid.Grid` with a model from :func:`load_model`."""
+def predict_gamma(model, meta: dict, grid, steps: int | None = None, force: bool = False) -> np.ndarray:
+    """γ ``(ny, nx)`` (NaN on land) of a :class:`~diffnorm.grid.Grid` with a model from :func:`load_model`.
+
+    Raises :class:`diffnorm.prediction.ModelMismatchError` when more than 1 % of the ocean cells have a
+    standardized input beyond ±12 (inputs far outside the training data, e.g. wrong units), unless ``force``.
+    """
     import torch
 
     from ..transforms.inputs import InputTransform
@@ -97,7 +101,18 @@ def predict_gamma(model, meta: dict, grid, steps: int | None = None) -> np.ndarr
     prior = None
     if tt.needs_prior or tt.exact_small > 0 or any(c.startswith("analytic") for c in it.channels):
         prior = tt.prior(grid, m)
-    x = torch.from_numpy(it(grid, m, prior))[None]
+    z = it(grid, m, prior)
+    if not force:
+        from ..prediction import Z_FRACTION, Z_LIMIT, ModelMismatchError
+
+        far = (np.abs(z) > Z_LIMIT)[:, grid.mask]
+        if far.any(axis=0).mean() > Z_FRACTION:
+            worst = it.channels[int(np.argmax(far.sum(axis=1)))]
+            raise ModelMismatchError(f"{100 * far.any(axis=0).mean():.1f}% of the ocean cells have inputs more than "
+                                     f"{Z_LIMIT:g} standard deviations from the model's training data (worst "
+                                     f"channel: {worst}); check the units of area/diff_x/diff_y (SPEC §1), or "
+                                     "force=True")
+    x = torch.from_numpy(z)[None]
     try:
         dev = next(model.parameters()).device
     except (StopIteration, AttributeError):

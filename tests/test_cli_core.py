@@ -3,7 +3,7 @@ import xarray as xr
 
 from diffnorm.cli import main
 from diffnorm.io import read_gamma
-from diffnorm.normalization import exact_normalization
+from diffnorm.normalization import exact_normalization, image_normalization
 from tests.conftest import make_grid
 
 
@@ -37,6 +37,9 @@ def test_normalize_matches_library_and_errors_leave_no_file(tmp_path, capsys):
     out = tmp_path / "out.nc"
     assert main(["normalize", str(tmp_path / "g.nc"), "--steps", "6", "-o", str(out), "--no-progress"]) == 0
     np.testing.assert_allclose(read_gamma(out), exact_normalization(g, 6), rtol=1e-12)
+    images = tmp_path / "images.nc"
+    assert main(["normalize", str(tmp_path / "g.nc"), "--steps", "6", "--method", "images", "-o", str(images)]) == 0
+    np.testing.assert_allclose(read_gamma(images), image_normalization(g, 6), rtol=1e-12)
     bad = tmp_path / "bad.nc"
     assert main(["normalize", str(tmp_path / "g.nc"), "--steps", "5", "-o", str(bad)]) == 1
     assert "even integer" in capsys.readouterr().err

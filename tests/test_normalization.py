@@ -7,6 +7,7 @@ from diffnorm.normalization import (
     analytic_normalization,
     bruteforce_normalization,
     exact_normalization,
+    image_normalization,
     normalize,
     randomized_normalization,
 )
@@ -89,3 +90,56 @@ def test_normalize_dispatch_and_errors():
     with pytest.raises(ValueError, match="samples"):
         randomized_normalization(g, 2, samples=0)
     np.testing.assert_allclose(normalize(g, 2, "bruteforce"), normalize(g, 2, "exact"), rtol=1e-10)
+
+
+# -- images: infinite lattice + coast images ------------------------------------------------------------
+
+
+def _uniform(ny, nx, kx, ky, px, py, area=2.0):
+    mask = np.ones((ny, nx), bool)
+    return Grid(mask, np.full((ny, nx), area), np.full((ny, nx), area * kx), np.full((ny, nx), area * ky), px, py)
+
+
+@pytest.mark.parametrize("periodic", [(False, False), (True, False), (True, True)])
+@pytest.mark.parametrize("steps", [2, 10])
+def test_images_exact_on_uniform_rectangles_and_tori(periodic, steps):
+    """Images of a point across straight walls (and one period away) are exact for a uniform box."""
+    g = _uniform(14, 17, 2.0, 1.4, *periodic)
+    ref = dense_gamma(g, steps)
+    got = image_normalization(g, steps, nodes=40, reflections=6)
+    np.testing.assert_allclose(got[g.mask] ** 2, ref[g.mask] ** 2, rtol=2e-5)
+    default = image_normalization(g, steps)  # the default quadrature: error below the approximation's own
+    assert np.abs(default[g.mask] ** 2 / ref[g.mask] ** 2 - 1).max() < 2e-3
+
+
+def test_images_isolated_cells_and_channels():
+    """An isolated cell has γ² = W exactly; a closed one-cell-wide channel is a 1-D box: exact with images."""
+    g = _uniform(9, 20, 1.5, 0.8, False, False)
+    mask = np.zeros(g.shape, bool)
+    mask[4, 2:18] = True  # channel along x
+    mask[7, 5] = True  # isolated cell
+    mask[1:3, 3:10] = True  # a 2 x 7 basin
+    g2 = Grid(mask, g.area * (1 + np.arange(20) / 100), g.diff_x, g.diff_y, False, False)
+    got = image_normalization(g2, 10, nodes=40, reflections=6)
+    assert got[7, 5] == pytest.approx(np.sqrt(g2.area[7, 5]), rel=1e-12)
+    uniform = Grid(mask, g.area, g.diff_x, g.diff_y, False, False)
+    np.testing.assert_allclose(image_normalization(uniform, 10, nodes=40, reflections=6)[mask] ** 2,
+                               dense_gamma(uniform, 10)[mask] ** 2, rtol=2e-5)
+
+
+def test_images_beats_analytic_near_coasts(small_grid):
+    ref = dense_gamma(small_grid, 10)
+    m = small_grid.mask
+    err_images = np.abs(image_normalization(small_grid, 10)[m] ** 2 / ref[m] ** 2 - 1).mean()
+    err_analytic = np.abs(analytic_normalization(small_grid, 10)[m] ** 2 / ref[m] ** 2 - 1).mean()
+    assert err_images < err_analytic / 3
+
+
+@pytest.mark.parametrize("transform", ["flip_x", "flip_y", "rot90", "rot180", "rot270"])
+def test_images_equivariant_under_grid_symmetries(transform):
+    from diffnorm.transforms.augmentation import augment_cell_field, augment_grid
+
+    g = make_grid(periodic_x=True, seed=3)
+    a = augment_cell_field(image_normalization(g, 10), transform)
+    b = image_normalization(augment_grid(g, transform), 10)
+    np.testing.assert_allclose(b, a, rtol=1e-12, equal_nan=True)

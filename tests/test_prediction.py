@@ -181,14 +181,14 @@ def test_geometry_cache_follows_the_mask():
         np.testing.assert_array_equal(p.inputs(grid, 10), fresh)
 
 
-def _training_bundle(grids, periodic_x=False, exact_small=0):
+def _training_bundle(grids, periodic_x=False, exact_small=0, target="log_ratio_analytic"):
     models = pytest.importorskip("diffnorm.models")
     from diffnorm.transforms.inputs import InputTransform
     from diffnorm.transforms.targets import TargetTransform, analytic_prior
 
     channels = ["mask", "distance", "sf_diff_x", "sf_diff_y", "analytic_sf"]
     it = InputTransform(channels).fit([InputTransform(channels).raw(g, 10) for g in grids])
-    tt = TargetTransform("log_ratio_analytic", 0.05, 0.1, **({"exact_small": exact_small} if exact_small else {}))
+    tt = TargetTransform(target, 0.05, 0.1, **({"exact_small": exact_small} if exact_small else {}))
     torch.manual_seed(0)
     model = models.build_model("cnn", in_channels=len(channels), filters=8, blocks=1, skip="v2", padding="valid",
                                periodic_x=periodic_x).eval()
@@ -199,7 +199,7 @@ def _training_bundle(grids, periodic_x=False, exact_small=0):
         meta["target_transform"] = tt.to_dict()
 
     def manual(grid):
-        prior = tt.prior(grid, 10) if exact_small else analytic_prior(grid, 10)
+        prior = tt.prior(grid, 10) if exact_small or target != "log_ratio_analytic" else analytic_prior(grid, 10)
         model.periodic_x, model.periodic_y = grid.periodic_x, grid.periodic_y
         with torch.no_grad():
             y = model(torch.from_numpy(it(grid, 10, prior))[None])[0, 0].double().numpy()
@@ -232,6 +232,16 @@ def test_training_code_models_and_transforms():
         p_ort.predict_grid(per)
     with pytest.raises(ModelMismatchError, match="standard deviations"):
         p.predict_grid(grids[0].with_diffusivity(grids[0].diff_x * 1e8, grids[0].diff_y))
+
+
+def test_images_prior_target_predicts_like_the_training_code():
+    """The lattice-with-coast-images prior: the prediction decodes with that prior, not the analytic one."""
+    grids = make_grids(2)
+    model, meta, manual = _training_bundle(grids, target="log_ratio_images")
+    pretrained = pytest.importorskip("diffnorm.pretrained")
+    for g, gamma in zip(grids, Predictor(model, meta).predict(grids, batch_size=2), strict=True):
+        np.testing.assert_allclose(gamma[g.mask], manual(g)[g.mask], rtol=1e-6)
+        np.testing.assert_allclose(gamma[g.mask], pretrained.predict_gamma(model, meta, g)[g.mask], rtol=1e-6)
 
 
 def test_training_inputs_cache_equals_input_transform():

@@ -29,7 +29,7 @@ def relative_loss(pred: torch.Tensor, true: torch.Tensor, mask: torch.Tensor, ta
     m = mask.bool()
     safe_true = torch.where(m, true, torch.zeros_like(true))
     safe_pred = torch.where(m, pred, torch.zeros_like(pred))
-    if target.kind not in ("log_gamma", "log_ratio_analytic"):  # keep land away from divisions by 0
+    if target.kind not in ("log_gamma", "log_ratio_analytic", "log_ratio_images"):  # keep land away from divisions by 0
         fill = torch.full_like(true, (1.0 - target.mean) / target.std)
         safe_true = torch.where(m, true, fill)
         safe_pred = torch.where(m, pred, fill)

@@ -24,7 +24,7 @@ import numpy as np
 from .grid import Grid
 from .operator import DiffusionOperator, check_steps
 
-METHODS = ("exact", "bruteforce", "randomized", "analytic")
+METHODS = ("exact", "bruteforce", "randomized", "analytic", "images")
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -306,6 +306,93 @@ def analytic_normalization(grid: Grid, steps: int) -> np.ndarray:
     return np.where(grid.mask, gamma, np.nan)
 
 
+def _run_length(active: np.ndarray, axis: int, backward: bool, cap: int, periodic: bool) -> np.ndarray:
+    """For each cell, how many cells can be reached through consecutive active faces in one direction along
+    ``axis`` (at most ``cap``). ``active[k]`` is the face crossed when leaving cell ``k`` in that direction."""
+    a = np.moveaxis(active, axis, -1)
+    if backward:
+        a = a[..., ::-1]
+    n = a.shape[-1]
+    if periodic:  # a run may wrap around: look at two copies
+        a = np.concatenate([a, a], axis=-1)
+    idx = np.arange(a.shape[-1])
+    stop = np.where(a, a.shape[-1] + cap, idx)  # first inactive face at or after k
+    nxt = np.minimum.accumulate(stop[..., ::-1], axis=-1)[..., ::-1]
+    d = np.minimum(nxt - idx, cap)[..., :n]
+    if backward:
+        d = d[..., ::-1]
+    return np.moveaxis(d, -1, axis)
+
+
+def _scale_free_centred(grid: Grid, axis: int) -> np.ndarray:
+    """Cell-centred ``diff / sqrt(area·area′)`` on one axis (mean of the cell's active faces; 0 with none):
+    the diffusivity in cells², the only thing γ²/W depends on besides the area ratios."""
+    active, diff = (grid.active_x, grid.diff_x) if axis == 1 else (grid.active_y, grid.diff_y)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sf = np.where(active, diff / np.sqrt(grid.area * np.roll(grid.area, -1, axis)), 0.0)
+    count = active.astype(float) + np.roll(active, 1, axis).astype(float)
+    return np.where(count > 0, (sf + np.roll(sf, 1, axis)) / np.maximum(count, 1.0), 0.0)
+
+
+def image_normalization(grid: Grid, steps: int, *, nodes: int | None = None, reach: float = 40.0,
+                        reflections: int = 3) -> np.ndarray:
+    """Infinite uniform LATTICE with each cell's local diffusivity, corrected for coasts by the method of images
+    along the grid axes — a much better physics prior than :func:`analytic_normalization` (cheap, not exact).
+
+    On an infinite uniform lattice with diffusivities κx, κy (in cells², :func:`_scale_free_centred`),
+    ``(I+S)^{-M}`` at lag (a, b) is ``1/Γ(M) ∫ t^{M-1} e^{-t} Ĩ_a(2tκx) Ĩ_b(2tκy) dt`` (Ĩ = e^{-z} I: the
+    exponentially scaled modified Bessel function; ``(1+s)^{-M}`` as a Laplace integral, whose exponential is
+    separable), evaluated by Gauss–Laguerre quadrature. A wall (Neumann) at ``d`` cells east of a cell mirrors it
+    at lag ``2d+1``; walls on both sides add the images of a channel (``reflections`` orders). The x and y image
+    series multiply: exact for a rectangle of uniform diffusivity, an approximation for diagonal coasts and
+    varying diffusivity (mean |ε| about 4e-2 on 1° sphere fields against 0.3 for the analytic formula). Images
+    farther than ``reach·sqrt(κ)`` cells are negligible and skipped; a periodic line without walls adds the
+    images one period away. ``nodes`` (default 6 for M ≥ 8, 24 below): quadrature error about 4e-4 in γ² at
+    M = 10, far below the approximation's own.
+    """
+    from scipy.special import gammaln, i0e, ive, roots_genlaguerre
+
+    steps = check_steps(steps)
+    ocean = grid.mask
+    if nodes is None:
+        nodes = 6 if steps >= 8 else 24
+    t, w = roots_genlaguerre(int(nodes), steps - 1)
+    w = w * math.exp(-gammaln(steps))
+    kappa = [_scale_free_centred(grid, axis) for axis in (1, 0)]
+    kmax = max(float(k[ocean].max()) if ocean.any() else 0.0 for k in kappa)
+    cap = int(math.ceil(reach * math.sqrt(max(kmax, 1e-12)) / 2.0)) + 2
+
+    def series(axis: int, k: np.ndarray) -> np.ndarray:
+        active = grid.active_x if axis == 1 else grid.active_y
+        periodic = grid.periodic_x if axis == 1 else grid.periodic_y
+        fwd = _run_length(active, axis, False, cap, periodic)[ocean]
+        bwd = _run_length(np.roll(active, 1, axis), axis, True, cap, periodic)[ocean]
+        kk = k[ocean]
+        z = 2.0 * t[None, :] * kk[:, None]
+        total = i0e(z)
+        cut = reach * np.sqrt(kk) + 2.0
+        width = fwd + bwd + 1
+        closed = (fwd < cap) & (bwd < cap)
+        period = grid.mask.shape[axis]
+        ring = np.broadcast_to(periodic and active.all(axis=axis, keepdims=True), active.shape)[ocean]
+        lags = []
+        for d in (fwd, bwd):
+            lags.append((2.0 * d + 1.0, d < cap))
+            lags += [(2.0 * r * width + 2.0 * d + 1.0, closed) for r in range(1, reflections + 1)]
+        lags += [(2.0 * r * width, closed) for r in range(1, reflections + 1) for _ in (0, 1)]
+        lags += [(np.full(kk.shape, float(r * period)), ring) for r in range(1, reflections + 1) for _ in (0, 1)]
+        for lag, ok in lags:
+            sel = np.flatnonzero(ok & (lag < cut))
+            if sel.size:
+                total[sel] += ive(lag[sel, None], z[sel])
+        return total
+
+    diag = (series(1, kappa[0]) * series(0, kappa[1])) @ w  # [(I+S)^{-M}]_ii
+    gamma = np.full(ocean.shape, np.nan)
+    gamma[ocean] = np.sqrt(grid.area[ocean] / diag)
+    return gamma
+
+
 def normalize(grid: Grid, steps: int, method: str = "exact", *, samples: int = 1000,
               seed: int | None = 0, tol: float = 1e-12, progress: bool = False) -> np.ndarray:
     """Dispatch on ``method`` (one of :data:`METHODS`)."""
@@ -317,4 +404,6 @@ def normalize(grid: Grid, steps: int, method: str = "exact", *, samples: int = 1
         return randomized_normalization(grid, steps, samples=samples, seed=seed, progress=progress)
     if method == "analytic":
         return analytic_normalization(grid, steps)
+    if method == "images":
+        return image_normalization(grid, steps)
     raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")

@@ -34,7 +34,7 @@ from .grid import Grid, read_grid
 from .io import write_gamma
 
 BACKENDS = ("torch", "onnxruntime")
-TARGETS = ("gamma", "gamma2", "inv_gamma", "log_gamma", "log_ratio_analytic")
+TARGETS = ("gamma", "gamma2", "inv_gamma", "log_gamma", "log_ratio_analytic", "log_ratio_images")
 
 #: standardized inputs with |z| above this are "far outside" the training distribution
 Z_LIMIT = 12.0
@@ -381,6 +381,10 @@ class Predictor:
                 gamma = 1.0 / y
             elif target == "log_gamma":
                 gamma = np.exp(y)
+            elif target == "log_ratio_images":
+                from .normalization import image_normalization
+
+                gamma = image_normalization(grid, steps) * np.exp(y)
             else:  # log_ratio_analytic
                 from .normalization import analytic_normalization
 

@@ -1,6 +1,6 @@
 """Grid families: geometry (cell sizes, areas, face factors) and ocean mask.
 
-Families (see ``docs/datasets.md``):
+Families (see the README, "Training data"):
 
 - ``sphere``: the seed study's toy model, a global regular lat-lon grid with real coastlines and
   polar continents, areas ``W = R² Δλ Δφ cos φ`` (:func:`sphere_geometry`);

@@ -1,6 +1,6 @@
 """Training data sets: grids of a family with random diffusivities and their exact γ, in parallel with Dask.
 
-A data set is a directory (format ``diffnorm-dataset/1``, see ``docs/datasets-format.md``)::
+A data set is a directory (format ``diffnorm-dataset/1``, README: "generation and format")::
 
     DATASET/
       manifest.json

@@ -50,7 +50,7 @@ _DEFAULTS = {
     "equatorial": {"min_length": 1.5, "max_length": 4.0, "smoothing": 10.0, "units": "cells",
                    "coast_length": None, "coast_ramp": [2.0, 5.0],
                    "band_width": 6.0, "band_amplitude": 15.0, "preserve_mean": True},
-    # the seed study's sphere samples, as measured on its shipped file (docs/datasets.md): open-ocean ℓ of
+    # the seed study's sphere samples, as measured on its shipped file (the README, "Training data"): open-ocean ℓ of
     # 224-271 km (median 246) correlated over ~5 cells, ℓ = 124.5 km within 2 cells of the coast, zonal band ratio 16
     "study": {"min_length": 224.0, "max_length": 271.0, "smoothing": 5.5, "units": "km",
               "coast_length": 124.5, "coast_ramp": [2.0, 5.0],

@@ -1,7 +1,7 @@
 """γ from a trained network for new grids: load a model, check the grid fits it, predict in batches.
 
 A *model* is a ``torch.nn.Module`` plus a *meta* dict describing how it was trained. Two forms of
-meta data are understood (see ``docs/evaluation.md``):
+meta data are understood (see the README, "Evaluate, compare, predict, export, plot"):
 
 - the training code's (:func:`diffnorm.pretrained.load_model`): ``input_transform``
   (:class:`diffnorm.transforms.inputs.InputTransform` state, with its ``channels``), ``target``,

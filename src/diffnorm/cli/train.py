@@ -1,4 +1,4 @@
-"""``diffnorm train {fit,validate,test} --config configs/NAME.yaml [...]``: LightningCLI (see docs/training.md)."""
+"""``diffnorm train {fit,validate,test} --config configs/NAME.yaml``: LightningCLI (README, "Training CNNs")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Random-access reader of a ``diffnorm-dataset/1`` directory (see ``docs/datasets-format.md``).
+"""Random-access reader of a ``diffnorm-dataset/1`` directory (README: "generation and format").
 
 :class:`NormalizationDataset` opens one NetCDF file per item and returns plain numpy arrays;
 turning them into tensors (and standardizing, augmenting) is left to the training code.

@@ -143,3 +143,17 @@ def test_images_equivariant_under_grid_symmetries(transform):
     a = augment_cell_field(image_normalization(g, 10), transform)
     b = image_normalization(augment_grid(g, transform), 10)
     np.testing.assert_allclose(b, a, rtol=1e-12, equal_nan=True)
+
+
+def test_ive_integer_order_matches_scipy():
+    from scipy.special import ive
+
+    from diffnorm.normalization import _ive_integer_order
+
+    order = np.arange(1, 301, dtype=float)[:, None]
+    x = np.concatenate([[0.0], np.logspace(-4, 4, 200)])[None, :]
+    ref, got = ive(order, x), _ive_integer_order(order, x)
+    assert np.array_equal(got[:2], ref[:2])  # n <= 2: SciPy itself
+    rel = np.abs(got[2:] - ref[2:]) / np.maximum(ref[2:], 1e-300)
+    assert rel[ref[2:] > 1e-280].max() < 3e-4
+    assert (got[:, 0] == 0).all()

@@ -122,10 +122,10 @@ def test_compare_randomized_matches_sqrt_2_over_n(data, tmp_path, capsys):
     root, model, meta = data
     csv, md = tmp_path / "t.csv", tmp_path / "t.md"
     assert main(["compare", str(root / "ds"), "--methods", f"cnn:{root / 'tiny.pt'}", "randomized:100",
-                 "randomized:1000", "analytic", "exact", "-o", str(csv), "-o", str(md)]) == 0
+                 "randomized:1000", "analytic", "images", "exact", "-o", str(csv), "-o", str(md)]) == 0
     printed = capsys.readouterr().out
     table = pd.read_csv(csv).set_index("method")
-    assert list(table.index) == ["cnn:tiny.pt", "randomized:100", "randomized:1000", "analytic", "exact"]
+    assert list(table.index) == ["cnn:tiny.pt", "randomized:100", "randomized:1000", "analytic", "images", "exact"]
     assert (table["fields"] == 3).all() and (table["time_per_field_s"] > 0).all()
     for n in (100, 1000):
         rmse = table.loc[f"randomized:{n}", "eps_rmse"]
@@ -136,6 +136,7 @@ def test_compare_randomized_matches_sqrt_2_over_n(data, tmp_path, capsys):
         assert table.loc[f"randomized:{n}", "eps_max"] > table.loc[f"randomized:{n}", "eps_mean"]
     assert table.loc["exact", "eps_max"] < 1e-9
     assert table.loc["analytic", "eps_max"] > 0.05  # wrong near coasts, as SPEC §2 says
+    assert table.loc["images", "eps_mean"] < table.loc["analytic", "eps_mean"] / 2  # coasts' images help
     # the CNN row equals an evaluation of the same network
     items = list(NormalizationDataset(root / "ds", "test"))
     grids = [item_grid(it) for it in items]

@@ -211,12 +211,17 @@ def evaluate_streaming(estimators: dict[str, Estimator], root: str | os.PathLike
 # -- methods -------------------------------------------------------------------------------
 def parse_method(spec: str, device: str | None = "cpu", force: bool = False,
                  backend: str = "torch") -> tuple[str, Estimator]:
-    """``cnn:MODEL``, ``randomized:N[:SEED]``, ``analytic``, ``exact`` → (label, estimator).
+    """``cnn:MODEL``, ``randomized:N[:SEED]``, ``analytic``, ``images``, ``exact`` → (label, estimator).
 
     Randomized uses seed ``SEED + field index`` (default SEED 0) so fields get independent noise.
     The CNN is loaded once here; its estimator times one forward pass (batch of 1) per field.
     """
-    from .normalization import analytic_normalization, exact_normalization, randomized_normalization
+    from .normalization import (
+        analytic_normalization,
+        exact_normalization,
+        image_normalization,
+        randomized_normalization,
+    )
 
     kind, _, arg = spec.partition(":")
     if kind == "cnn":
@@ -246,9 +251,11 @@ def parse_method(spec: str, device: str | None = "cpu", force: bool = False,
         return f"randomized:{n}", rand
     if kind == "analytic" and not arg:
         return "analytic", lambda grid, steps, k: analytic_normalization(grid, steps)
+    if kind == "images" and not arg:
+        return "images", lambda grid, steps, k: image_normalization(grid, steps)
     if kind == "exact" and not arg:
         return "exact", lambda grid, steps, k: exact_normalization(grid, steps)
-    raise ValueError(f"unknown method {spec!r}; use cnn:MODEL, randomized:N, analytic or exact")
+    raise ValueError(f"unknown method {spec!r}; use cnn:MODEL, randomized:N, analytic, images or exact")
 
 
 def evaluate_method(method: str | Estimator, root: str | os.PathLike, split: str = "test",

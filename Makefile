@@ -1,7 +1,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup test lint bench clean
+.PHONY: setup test lint bench bench-normalization bench-generation bench-inference bench-cnn
 
 setup:
 	python3 -m venv $(VENV)
@@ -15,5 +15,20 @@ lint:
 test: lint
 	$(PY) -m pytest
 
-bench:
+# benchmarks (not part of `make test`): each writes its table under benchmarks/results/
+bench: bench-normalization bench-inference
+
+bench-normalization:
 	$(PY) benchmarks/bench_normalization.py
+
+bench-generation:
+	$(PY) benchmarks/bench_generation.py --workers 1 2
+
+bench-inference:
+	$(PY) benchmarks/bench_inference.py --model sphere-1deg --threads 1 2
+
+# needs the test data sets of the README's "Benchmark data" section under data/
+bench-cnn:
+	$(PY) benchmarks/bench_cnn_sphere.py --model sphere-1deg --randomized-fields 5 \
+	    --test-dirs data/te-sphere-iso data/te-sphere-eq data/te-sphere-aniso data/te-sphere-study \
+	    -o benchmarks/results/cnn_sphere.md

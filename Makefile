@@ -15,7 +15,7 @@ lint:
 test: lint
 	$(PY) -m pytest
 
-# benchmarks (not part of `make test`): each writes its table under benchmarks/results/
+# benchmarks (not part of `make test`): tables are printed and written under benchmarks/results/
 bench: bench-normalization bench-inference
 
 bench-normalization:

@@ -217,27 +217,10 @@ def nemo_geometry(mesh_path: str | os.PathLike, periodic_x: bool = False,
                   periodic_y: bool = False) -> tuple[CurvilinearGeometry, np.ndarray]:
     """Geometry and ocean mask of a NEMO mesh/domain file (``tmask``, ``e1t``, ``e2t``; face metrics
     ``e1u``, ``e2u``, ``e1v``, ``e2v`` averaged from T points when absent), surface level."""
-    from .grid import _first_level
+    from .grid import read_nemo_metrics
 
-    with open_dataset_checked(mesh_path) as ds:
-        missing = [v for v in ("tmask", "e1t", "e2t") if v not in ds.variables]
-        if missing:
-            raise GridError(f"NEMO file {mesh_path} is missing variable(s): {', '.join(missing)}")
-        mask = _first_level(ds["tmask"]) > 0.5
-        e1t, e2t = _first_level(ds["e1t"]), _first_level(ds["e2t"])
-
-        def face(name: str, fallback: np.ndarray, axis: int) -> np.ndarray:
-            if name in ds.variables:
-                return _first_level(ds[name])
-            return 0.5 * (fallback + np.roll(fallback, -1, axis=axis))
-
-        geo = CurvilinearGeometry(
-            e1t, e2t, face("e1u", e1t, 1), face("e2u", e2t, 1), face("e1v", e1t, 0), face("e2v", e2t, 0),
-            _first_level(ds["gphit"]) if "gphit" in ds.variables else None,
-            _first_level(ds["glamt"]) if "glamt" in ds.variables else None,
-            periodic_x, periodic_y)
-    if e1t.shape != mask.shape or e2t.shape != mask.shape:
-        raise GridError(f"NEMO file {mesh_path}: e1t/e2t shape differs from tmask shape {mask.shape}")
+    mask, metrics, lat, lon = read_nemo_metrics(mesh_path)
+    geo = CurvilinearGeometry(*metrics, lat, lon, periodic_x, periodic_y)
     return geo, mask
 
 

@@ -213,6 +213,29 @@ def _first_level(da: xr.DataArray) -> np.ndarray:
     return np.asarray(arr, dtype=np.float64)
 
 
+def read_nemo_metrics(mesh_path: str | os.PathLike):
+    """``(mask, (e1t, e2t, e1u, e2u, e1v, e2v), lat, lon)`` of a NEMO mesh/domain file at the surface; face
+    metrics absent from the file are averaged from the T points; lat/lon (``gphit``/``glamt``) may be None."""
+    with open_dataset_checked(mesh_path) as ds:
+        missing = [v for v in ("tmask", "e1t", "e2t") if v not in ds.variables]
+        if missing:
+            raise GridError(f"NEMO file {mesh_path} is missing variable(s): {', '.join(missing)}")
+        mask = _first_level(ds["tmask"]) > 0.5
+        e1t, e2t = _first_level(ds["e1t"]), _first_level(ds["e2t"])
+        if e1t.shape != mask.shape or e2t.shape != mask.shape:
+            raise GridError(f"NEMO file {mesh_path}: e1t/e2t shape differs from tmask shape {mask.shape}")
+
+        def face(name: str, fallback: np.ndarray, axis: int) -> np.ndarray:
+            if name in ds.variables:
+                return _first_level(ds[name])
+            return 0.5 * (fallback + np.roll(fallback, -1, axis=axis))
+
+        metrics = (e1t, e2t, face("e1u", e1t, 1), face("e2u", e2t, 1), face("e1v", e1t, 0), face("e2v", e2t, 0))
+        lat = _first_level(ds["gphit"]) if "gphit" in ds.variables else None
+        lon = _first_level(ds["glamt"]) if "glamt" in ds.variables else None
+    return mask, metrics, lat, lon
+
+
 def read_nemo_grid(
     mesh_path: str | os.PathLike,
     diffusivity: float | np.ndarray | str | os.PathLike,
@@ -229,24 +252,7 @@ def read_nemo_grid(
     T-point metrics are averaged onto the faces. ``diffusivity`` is a scalar, an array, or
     a NetCDF file holding ``diffusivity_variable``.
     """
-    with open_dataset_checked(mesh_path) as ds:
-        required = ("tmask", "e1t", "e2t")
-        missing = [v for v in required if v not in ds.variables]
-        if missing:
-            raise GridError(f"NEMO file {mesh_path} is missing variable(s): {', '.join(missing)}")
-        mask = _first_level(ds["tmask"]) > 0.5
-        e1t, e2t = _first_level(ds["e1t"]), _first_level(ds["e2t"])
-
-        def face(name: str, fallback: np.ndarray, axis: int) -> np.ndarray:
-            if name in ds.variables:
-                return _first_level(ds[name])
-            return 0.5 * (fallback + np.roll(fallback, -1, axis=axis))
-
-        e1u, e2u = face("e1u", e1t, 1), face("e2u", e2t, 1)
-        e1v, e2v = face("e1v", e1t, 0), face("e2v", e2t, 0)
-        lat = _first_level(ds["gphit"]) if "gphit" in ds.variables else None
-        lon = _first_level(ds["glamt"]) if "glamt" in ds.variables else None
-
+    mask, (e1t, e2t, e1u, e2u, e1v, e2v), lat, lon = read_nemo_metrics(mesh_path)
     if isinstance(diffusivity, (str, os.PathLike)):
         with open_dataset_checked(diffusivity) as dds:
             if diffusivity_variable not in dds.variables:

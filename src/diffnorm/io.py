@@ -32,3 +32,11 @@ def read_gamma(path: str | os.PathLike) -> np.ndarray:
         if "gamma" not in ds.variables:
             raise GridError(f"{path} has no variable 'gamma'")
         return ds["gamma"].values.astype(np.float64)
+
+
+def read_gamma_pair(estimate: str | os.PathLike, reference: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """γ of an estimate and of its reference, which must be on the same grid."""
+    est, ref = read_gamma(estimate), read_gamma(reference)
+    if est.shape != ref.shape:
+        raise GridError(f"gamma shapes differ: estimate {est.shape}, reference {ref.shape}")
+    return est, ref

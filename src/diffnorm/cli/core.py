@@ -72,12 +72,10 @@ def _normalize(args: argparse.Namespace) -> int:
 
 
 def _metrics(args: argparse.Namespace) -> int:
-    from ..io import read_gamma
+    from ..io import read_gamma_pair
     from ..metrics import sample_metrics
 
-    est, ref = read_gamma(args.estimate), read_gamma(args.reference)
-    if est.shape != ref.shape:
-        raise ValueError(f"gamma shapes differ: estimate {est.shape}, reference {ref.shape}")
+    est, ref = read_gamma_pair(args.estimate, args.reference)
     m = sample_metrics(est, ref)
     for key, value in m.items():
         print(f"{key:>6s} {value:.6e}")

@@ -183,12 +183,10 @@ def _plot_gamma(args: argparse.Namespace) -> int:
 
 
 def _plot_error(args: argparse.Namespace) -> int:
-    from ..io import read_gamma
+    from ..io import read_gamma_pair
     from ..plots import plot_error_map
 
-    est, ref = read_gamma(args.estimate), read_gamma(args.reference)
-    if est.shape != ref.shape:
-        raise ValueError(f"gamma shapes differ: estimate {est.shape}, reference {ref.shape}")
+    est, ref = read_gamma_pair(args.estimate, args.reference)
     title = f"{'|ε|' if args.abs else 'ε'}: {Path(args.estimate).name} vs {Path(args.reference).name}"
     print(f"wrote {plot_error_map(est, ref, None, args.output, title=title, absolute=args.abs)}")
     return 0

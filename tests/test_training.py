@@ -16,6 +16,7 @@ from diffnorm.generation import DatasetConfig, generate_dataset
 from diffnorm.metrics import sample_metrics
 from diffnorm.pretrained import export_checkpoint, load_model, predict_gamma
 from diffnorm.trainers import NormalizationTask
+from diffnorm.trainers.cli import LatestCheckpoint
 from diffnorm.transforms.inputs import grid_from_fields
 
 CHANNELS = ["mask", "distance", "sf_diff_x", "sf_diff_y", "analytic_sf"]
@@ -37,10 +38,10 @@ def _fit(root, out, epochs, ckpt_path=None, model_kwargs=SMALL, lr=3e-3, patch=8
     dm = NormalizationDataModule(str(root), channels=CHANNELS, target="log_ratio_analytic", patch_size=patch,
                                  samples_per_epoch=8, batch_size=4, augment=True, **dm_kw)
     task = NormalizationTask("cnn", model_kwargs, channels=CHANNELS, target="log_ratio_analytic", loss="mse", lr=lr)
-    ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=str(out), save_last=True, monitor="val_eps_max")
+    best = L.pytorch.callbacks.ModelCheckpoint(dirpath=str(out), monitor="val_eps_max")
     trainer = L.Trainer(max_epochs=epochs, deterministic=True, logger=L.pytorch.loggers.CSVLogger(str(out)),
-                        callbacks=[ckpt], enable_progress_bar=False, enable_model_summary=False,
-                        log_every_n_steps=1, accelerator="cpu", devices=1)
+                        callbacks=[best, LatestCheckpoint(dirpath=str(out))], enable_progress_bar=False,
+                        enable_model_summary=False, log_every_n_steps=1, accelerator="cpu", devices=1)
     trainer.fit(task, dm, ckpt_path=ckpt_path)
     return task, trainer
 
@@ -120,13 +121,19 @@ def _run_cli(args, tmp_path):
 
 def test_cli_fit_and_resume(tiny, tmp_path):
     cfg = _config(tmp_path, tiny)
-    r = _run_cli(["fit", "--config", str(cfg)], tmp_path)
+    # a monitor that never improves after epoch 0: last.ckpt must still be the final state, not the best one
+    r = _run_cli(["fit", "--config", str(cfg), "--trainer.max_epochs", "2", "--checkpoint.monitor", "epoch",
+                  "--checkpoint.mode", "min"], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     last = tmp_path / "runs" / "t" / "version_0" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["epoch"] == 1
+    r = _run_cli(["fit", "--config", str(cfg), "--trainer.max_epochs", "1"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    last = tmp_path / "runs" / "t" / "version_1" / "checkpoints" / "last.ckpt"
     assert last.exists()
     r = _run_cli(["fit", "--config", str(cfg), "--trainer.max_epochs", "2", "--ckpt_path", str(last)], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert torch.load(tmp_path / "runs" / "t" / "version_1" / "checkpoints" / "last.ckpt",
+    assert torch.load(tmp_path / "runs" / "t" / "version_2" / "checkpoints" / "last.ckpt",
                       weights_only=True)["epoch"] == 1
 
 

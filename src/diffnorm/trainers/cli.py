@@ -2,8 +2,8 @@
 
 Defaults added to Lightning's: CSV logger under ``runs/diffnorm`` (checkpoints go there) + TensorBoard under
 ``runs/tensorboard/diffnorm``, a checkpoint of the best model
-by ``val_eps_max`` (``--checkpoint.monitor`` to change) plus ``last.ckpt``, seed 0. ``data.channels`` and
-``data.target`` are linked to the model's.
+by ``val_eps_max`` (``--checkpoint.monitor`` to change) plus ``last.ckpt`` after every epoch
+(:class:`LatestCheckpoint`), seed 0. ``data.channels`` and ``data.target`` are linked to the model's.
 """
 
 from __future__ import annotations
@@ -15,15 +15,33 @@ from ..datamodules import NormalizationDataModule
 from .task import NormalizationTask
 
 
+class LatestCheckpoint(ModelCheckpoint):
+    """``last.ckpt``: the state after every training epoch and at the end of training, to resume from and to ship.
+
+    Lightning's ``save_last`` only copies the monitored (best) checkpoint when one is saved, so with a noisy
+    monitor such as ``val_eps_max`` its ``last.ckpt`` can be an early epoch and the final weights are lost."""
+
+    def __init__(self, dirpath=None, filename: str = "last", every_n_epochs: int = 1) -> None:
+        super().__init__(dirpath=dirpath, filename=filename, monitor=None, save_top_k=1, save_last=False,
+                         every_n_epochs=every_n_epochs, save_on_train_epoch_end=True,
+                         enable_version_counter=False)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        # a run stopped mid-epoch (max_time, max_steps) keeps its last steps too
+        if not self._should_skip_saving_checkpoint(trainer):
+            self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
 class DiffnormCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.channels", "model.channels")
         parser.link_arguments("data.target", "model.target")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(LatestCheckpoint, "last_checkpoint")
         parser.set_defaults({
             "checkpoint.monitor": "val_eps_max",
             "checkpoint.mode": "min",
-            "checkpoint.save_last": True,
+            "checkpoint.save_last": False,
             "checkpoint.filename": "best-{epoch:04d}-{val_eps_max:.3e}",
             "trainer.logger": [
                 {"class_path": "lightning.pytorch.loggers.CSVLogger",

@@ -1,4 +1,4 @@
-"""Benchmark: brute force vs fast exact vs randomized on the 1° global real-coast grid.
+"""Benchmark: brute force vs fast exact (selected inversion, probing) vs randomized on the 1° global grid.
 
     python benchmarks/bench_normalization.py [--res 1.0] [--steps 10] [--samples 10000] [--out FILE.md]
 
@@ -49,14 +49,18 @@ def main() -> None:
     grid = build_grid(args.res, args.steps, args.seed)
     print(f"grid {grid.shape[0]}x{grid.shape[1]}, {grid.n_ocean} ocean cells, M={args.steps}")
     brute, t_brute = timed(lambda: bruteforce_normalization(grid, args.steps, progress=True))
-    (exact, report), t_exact = timed(lambda: exact_normalization(grid, args.steps, return_report=True, progress=True))
+    (exact, report), t_exact = timed(lambda: exact_normalization(grid, args.steps, return_report=True))
+    (probe, preport), t_probe = timed(
+        lambda: exact_normalization(grid, args.steps, algorithm="probing", return_report=True, progress=True))
     rand, t_rand = timed(
         lambda: randomized_normalization(grid, args.steps, samples=args.samples, seed=1, progress=True))
 
     ocean = grid.mask
     rows = [
         ("brute force (one column per cell)", t_brute, brute),
-        (f"fast exact (probing, {report.n_probes} probes, spacing {report.spacing})", t_exact, exact),
+        (f"fast exact: series selected inversion (max front {report.max_front} cells, "
+         f"{report.checked_cells} cells checked)", t_exact, exact),
+        (f"fast exact: probing ({preport.n_probes} probes, spacing {preport.spacing})", t_probe, probe),
         (f"randomized N={args.samples}", t_rand, rand),
     ]
     lines = [

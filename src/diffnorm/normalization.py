@@ -1,4 +1,7 @@
-"""Normalization coefficients γ (SPEC §2): brute force, fast exact, randomized, analytic.
+"""Normalization coefficients γ (SPEC §2): brute force, fast exact, randomized, analytic, images.
+
+The fast exact method is series selected inversion (:mod:`diffnorm.selinv`); probing, below, is kept
+for grids whose nested-dissection fronts would be too large for it.
 
 With ``S = I + W^{-1/2} K W^{-1/2}`` and ``G = S^{-M/2}`` the variances are
 ``v_i = ‖G e_i‖² / W_i`` and ``γ_i = v_i^{-1/2}``. All methods return a ``(ny, nx)`` field
@@ -84,6 +87,7 @@ class ProbingReport:
     checked_cells: int
     max_checked_error: float
     tol: float
+    algorithm: str = "probing"
 
 
 def _lattice(n: int, spacing: int, periodic: bool) -> tuple[np.ndarray, np.ndarray, int]:
@@ -212,9 +216,70 @@ def _probe_sq_norms(op: DiffusionOperator, lattice: _Lattice, cells: np.ndarray 
     return sq[cells], rim_mass[cells] / sq[cells]
 
 
+@dataclass
+class SelectedInversionReport:
+    """What the series selected inversion did: a direct method, checked against brute force on a few cells."""
+
+    max_front: int
+    checked_cells: int
+    max_checked_error: float
+    tol: float
+    algorithm: str = "selinv"
+
+
+#: fronts above this many cells make series selected inversion slower than probing (and need GBs of memory)
+SELINV_MAX_FRONT = 2500
+
+
 def exact_normalization(grid: Grid | DiffusionOperator, steps: int | None = None, *,
-                        tol: float = 1e-12, block: int = 256, check_cells: int = 16,
+                        tol: float = 1e-12, algorithm: str = "auto", block: int = 256, check_cells: int = 16,
                         progress: bool = False, return_report: bool = False):
+    """Fast exact γ: relative error in γ² below ``tol`` (default 1e-12) against brute force.
+
+    ``algorithm``:
+
+    - ``"selinv"``: series selected inversion (:mod:`diffnorm.selinv`), a direct method — every
+      ``diag(S^{-M})`` from one nested-dissection factorization of ``S − νI`` in truncated power series;
+      only roundoff (≈ 1e-14 measured). ``check_cells`` random cells are recomputed by brute force; should
+      one differ by more than ``tol`` the result is discarded and probing is used instead.
+    - ``"probing"``: lattice probing (below), for grids too large for selinv's dense fronts.
+    - ``"auto"`` (default): selinv unless its largest front exceeds :data:`SELINV_MAX_FRONT` cells.
+
+    ``return_report=True`` also returns a :class:`SelectedInversionReport` or :class:`ProbingReport`.
+    """
+    if not 0 < tol < 1:
+        raise ValueError(f"tol must be in (0, 1), got {tol}")
+    if algorithm not in ("auto", "selinv", "probing"):
+        raise ValueError(f"unknown exact algorithm {algorithm!r}; choose auto, selinv or probing")
+    from . import selinv
+
+    g = grid.grid if isinstance(grid, DiffusionOperator) else grid
+    if algorithm == "auto":
+        plan = selinv.build_plan(*g.shape, bool(g.periodic_x), bool(g.periodic_y))
+        algorithm = "selinv" if plan.max_front <= SELINV_MAX_FRONT else "probing"
+    if algorithm == "probing":
+        return probing_normalization(grid, steps, tol=tol, block=block, check_cells=check_cells,
+                                     progress=progress, return_report=return_report)
+    op = _operator(grid, steps)
+    sq = selinv.selinv_sq_norms(op.grid, op.steps)
+    rng = np.random.default_rng(0)
+    checks = np.sort(rng.choice(op.grid.n_ocean, size=min(check_cells, op.grid.n_ocean), replace=False))
+    error = 0.0
+    if checks.size:
+        reference = column_sq_norms(op, checks, block=block)
+        error = float(np.max(np.abs(sq[checks] - reference) / reference))
+        if not error <= tol:  # never seen; NaN-safe
+            return probing_normalization(op, tol=tol, block=block, check_cells=check_cells,
+                                         progress=progress, return_report=return_report)
+    plan = selinv.build_plan(*op.grid.shape, bool(op.grid.periodic_x), bool(op.grid.periodic_y))
+    report = SelectedInversionReport(plan.max_front, int(checks.size), error, tol)
+    gamma = _gamma_from_sq_norms(op, sq)
+    return (gamma, report) if return_report else gamma
+
+
+def probing_normalization(grid: Grid | DiffusionOperator, steps: int | None = None, *,
+                          tol: float = 1e-12, block: int = 256, check_cells: int = 16,
+                          progress: bool = False, return_report: bool = False):
     """Fast exact γ by lattice probing; relative error in γ² below ``tol`` (default 1e-12).
 
     1. The spacing comes from the measured tails of the slowest-decaying columns.

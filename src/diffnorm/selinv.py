@@ -105,6 +105,11 @@ class Plan:
     order: np.ndarray  # flat cell ids in the order diag values are produced
     order_slices: list[tuple[int, int]]  # per group: where its inner cells' diag values go in `order`
 
+    @property
+    def max_front(self) -> int:
+        """Largest dense front (cells): memory ~ 8·M·max_front² bytes per front, time ~ M²·max_front³."""
+        return max(g.n_inner + g.n_ring for g in self.groups)
+
 
 def _neighbours(ny: int, nx: int, periodic_x: bool, periodic_y: bool):
     """Flat neighbour ids (−1 where none) and the index of the coupling value in [diag, east, north]."""
@@ -280,16 +285,15 @@ def diag_inverse_powers(grid: Grid, steps: int, leaf: int = DEFAULT_LEAF) -> np.
             continue
         update = f[:, :, s:, s:] - ring_matmul(ring_transpose(f[:, :, :s, s:]), gmat)
         upd = update.transpose(0, 2, 3, 1)  # (batch, b, b, M) for fancy indexing
-        for _slot, pg, child_idx, parent_idx, pos in grp.links:
-            pgrp = groups[pg]
-            pf = fronts.get(pg)
-            if pf is None:
-                size = pgrp.n_inner + pgrp.n_ring
-                pf = fronts[pg] = np.zeros((len(pgrp.nodes), m, size, size))
         # scatter each sibling slot separately so that no parent is written twice in one operation
         for slot in (0, 1):
-            for _s, pg, child_idx, parent_idx, pos in (lk for lk in grp.links if lk[0] == slot):
-                pf = fronts[pg]
+            for link_slot, pg, child_idx, parent_idx, pos in grp.links:
+                if link_slot != slot:
+                    continue
+                pf = fronts.get(pg)
+                if pf is None:
+                    size = groups[pg].n_inner + groups[pg].n_ring
+                    pf = fronts[pg] = np.zeros((len(groups[pg].nodes), m, size, size))
                 view = pf.transpose(0, 2, 3, 1)
                 view[parent_idx[:, None, None], pos[:, :, None], pos[:, None, :]] += upd[child_idx]
     # top-down: selected inversion

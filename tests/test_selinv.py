@@ -1,0 +1,104 @@
+"""Series selected inversion: truncated power-series arithmetic, the nested-dissection plan, and the exact
+diagonal of S^{-M} against dense linear algebra and brute force."""
+
+import numpy as np
+import pytest
+
+from diffnorm import normalization, selinv
+from diffnorm.grid import Grid
+from diffnorm.normalization import bruteforce_normalization, exact_normalization
+from diffnorm.operator import DiffusionOperator
+from tests.conftest import dense_gamma, make_grid
+
+
+def _poly_matmul(a, b):
+    """Textbook truncated product of matrix polynomials, coefficient by coefficient."""
+    m = a.shape[1]
+    out = np.zeros(a.shape[:2] + (a.shape[2], b.shape[3]))
+    for k in range(m):
+        for i in range(k + 1):
+            out[:, k] += a[:, i] @ b[:, k - i]
+    return out
+
+
+def test_ring_matmul_and_inverse():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(3, 5, 4, 6)), rng.normal(size=(3, 5, 6, 2))
+    np.testing.assert_allclose(selinv.ring_matmul(a, b), _poly_matmul(a, b), atol=1e-12)
+    p = rng.normal(size=(2, 5, 7, 7))
+    p[:, 0] += 8 * np.eye(7)
+    x = selinv.ring_inv(p)
+    identity = np.zeros_like(p)
+    identity[:, 0] = np.eye(7)
+    np.testing.assert_allclose(_poly_matmul(p, x), identity, atol=1e-12)
+    np.testing.assert_allclose(_poly_matmul(x, p), identity, atol=1e-12)
+
+
+def test_resolvent_series_of_a_small_matrix():
+    """(S − ν)^{-1} = Σ ν^k S^{-(k+1)}: the ring inverse of S − ν holds the inverse powers of S."""
+    rng = np.random.default_rng(1)
+    q = rng.normal(size=(6, 6))
+    s = np.eye(6) + q @ q.T
+    p = np.zeros((1, 4, 6, 6))
+    p[0, 0], p[0, 1] = s, -np.eye(6)
+    x = selinv.ring_inv(p)[0]
+    for k in range(4):
+        np.testing.assert_allclose(x[k], np.linalg.matrix_power(np.linalg.inv(s), k + 1), atol=1e-13)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (2, 3), (5, 1), (9, 7), (16, 31), (33, 20)])
+@pytest.mark.parametrize("periodic", [(False, False), (True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("leaf", [1, 4, 24])
+def test_plan_eliminates_every_cell_once(shape, periodic, leaf):
+    plan = selinv.build_plan(*shape, *periodic, leaf)
+    np.testing.assert_array_equal(np.sort(plan.order), np.arange(shape[0] * shape[1]))
+    assert plan.max_front <= leaf + 2 * (shape[0] + shape[1])  # a separator (or leaf) and its boundary
+
+
+@pytest.mark.parametrize("steps", [2, 4, 10])
+def test_selinv_matches_dense_on_small_grids(small_grid, steps):
+    """Coasts, an island, a one-cell bay, each periodic/closed combination (conftest.make_grid)."""
+    ref = dense_gamma(small_grid, steps)
+    m = small_grid.mask
+    for leaf in (2, 24):
+        sq = selinv.selinv_sq_norms(small_grid, steps, leaf=leaf)
+        np.testing.assert_allclose(small_grid.area[m] / sq, ref[m] ** 2, rtol=1e-12)
+
+
+@pytest.mark.parametrize("periodic", [(False, False), (True, False), (True, True)])
+def test_exact_selinv_matches_bruteforce_on_larger_grids(periodic):
+    g = make_grid(40, 57, *periodic, seed=7, land=0.3)
+    gamma, report = exact_normalization(g, 10, return_report=True)
+    assert report.algorithm == "selinv" and report.checked_cells == 16 and report.max_checked_error < 1e-12
+    ref = bruteforce_normalization(g, 10)
+    np.testing.assert_allclose(gamma[g.mask] ** 2, ref[g.mask] ** 2, rtol=1e-12)
+    assert np.array_equal(np.isnan(gamma), ~g.mask)
+
+
+def test_selinv_one_cell_wide_grids_and_isolated_cells():
+    mask = np.array([[1, 1, 0, 1, 0, 1, 1, 1]], bool)  # one row: an isolated cell, a channel across the wrap
+    rng = np.random.default_rng(3)
+    g = Grid(mask, rng.uniform(1, 2, mask.shape), rng.uniform(0.1, 2, mask.shape), rng.uniform(0.1, 2, mask.shape),
+             periodic_x=True, periodic_y=False)
+    np.testing.assert_allclose(exact_normalization(g, 6, algorithm="selinv")[mask] ** 2,
+                               dense_gamma(g, 6)[mask] ** 2, rtol=1e-12)
+    assert exact_normalization(g, 6)[0, 3] ** 2 == pytest.approx(g.area[0, 3], rel=1e-12)  # isolated: γ² = W
+
+
+def test_failed_check_falls_back_to_probing(monkeypatch):
+    g = make_grid(20, 26, True, False, seed=2)
+    ref = bruteforce_normalization(g, 6)
+    real = selinv.selinv_sq_norms
+    monkeypatch.setattr(selinv, "selinv_sq_norms", lambda grid, steps: real(grid, steps) * (1 + 1e-6))
+    gamma, report = exact_normalization(DiffusionOperator(g, 6), return_report=True)
+    assert report.algorithm == "probing"
+    np.testing.assert_allclose(gamma[g.mask] ** 2, ref[g.mask] ** 2, rtol=1e-10)
+
+
+def test_auto_uses_probing_when_fronts_are_too_large(monkeypatch):
+    g = make_grid(12, 14, seed=4)
+    monkeypatch.setattr(normalization, "SELINV_MAX_FRONT", 5)
+    _, report = exact_normalization(g, 4, return_report=True)
+    assert report.algorithm == "probing"
+    with pytest.raises(ValueError, match="unknown exact algorithm"):
+        exact_normalization(g, 4, algorithm="magic")

@@ -255,7 +255,7 @@ def exact_normalization(grid: Grid | DiffusionOperator, steps: int | None = None
 
     g = grid.grid if isinstance(grid, DiffusionOperator) else grid
     if algorithm == "auto":
-        plan = selinv.build_plan(*g.shape, bool(g.periodic_x), bool(g.periodic_y))
+        plan = selinv.build_plan(g.mask, bool(g.periodic_x), bool(g.periodic_y))
         algorithm = "selinv" if plan.max_front <= SELINV_MAX_FRONT else "probing"
     if algorithm == "probing":
         return probing_normalization(grid, steps, tol=tol, block=block, check_cells=check_cells,
@@ -271,7 +271,7 @@ def exact_normalization(grid: Grid | DiffusionOperator, steps: int | None = None
         if not error <= tol:  # never seen; NaN-safe
             return probing_normalization(op, tol=tol, block=block, check_cells=check_cells,
                                          progress=progress, return_report=return_report)
-    plan = selinv.build_plan(*op.grid.shape, bool(op.grid.periodic_x), bool(op.grid.periodic_y))
+    plan = selinv.build_plan(op.grid.mask, bool(op.grid.periodic_x), bool(op.grid.periodic_y))
     report = SelectedInversionReport(plan.max_front, int(checks.size), error, tol)
     gamma = _gamma_from_sq_norms(op, sq)
     return (gamma, report) if return_report else gamma

@@ -25,7 +25,6 @@ diffusion length, whereas probing costs one probe per cell of the kernel's footp
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import numpy as np
 
@@ -71,7 +70,7 @@ def ring_transpose(a: np.ndarray) -> np.ndarray:
     return a.swapaxes(-1, -2)
 
 
-# -- elimination tree (depends only on shape and periodicity) ----------------------------------
+# -- elimination tree --------------------------------------------------------------------------
 @dataclass
 class _Node:
     depth: int
@@ -85,45 +84,52 @@ class _Node:
 
 @dataclass
 class _Group:
-    """Nodes of one depth with the same front shape, processed as one batch."""
+    """Nodes of one depth whose fronts are padded to the same shape, processed as one batch.
+
+    Front layout: ``n_inner`` slots for the eliminated cells (padding: decoupled unknowns with
+    ``S_ii = 1``), then ``n_ring`` boundary slots, the last of which is a "trash" slot that receives the
+    (exactly zero) updates of the children's padding slots."""
 
     depth: int
     n_inner: int
     n_ring: int
     nodes: list[int] = field(default_factory=list)
-    # assembly of the original matrix: batch index, row, column, source value index
-    asm: tuple[np.ndarray, ...] = ()
-    # scatter into the parents: per (slot, parent group): (child batch idx, parent batch idx, positions)
+    asm: tuple[np.ndarray, ...] = ()  # assembly of S: batch index, row, column, index into the values
     links: list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
+    out: np.ndarray | None = None  # (batch, n_inner): flat cell id of each inner slot, N for padding
+
+    @property
+    def size(self) -> int:
+        return self.n_inner + self.n_ring
 
 
 @dataclass
 class Plan:
     shape: tuple[int, int]
     periodic: tuple[bool, bool]
-    groups: list[_Group]
-    order: np.ndarray  # flat cell ids in the order diag values are produced
-    order_slices: list[tuple[int, int]]  # per group: where its inner cells' diag values go in `order`
+    groups: list[_Group]  # deepest first: children before parents
+    cache: dict = field(default_factory=dict, repr=False)  # scatter/gather indices per number of steps
 
     @property
     def max_front(self) -> int:
         """Largest dense front (cells): memory ~ 8·M·max_front² bytes per front, time ~ M²·max_front³."""
-        return max(g.n_inner + g.n_ring for g in self.groups)
+        return max(g.size for g in self.groups)
 
 
 def _neighbours(ny: int, nx: int, periodic_x: bool, periodic_y: bool):
     """Flat neighbour ids (−1 where none) and the index of the coupling value in [diag, east, north]."""
     n = ny * nx
-    jj, ii = np.divmod(np.arange(n), nx)
-    east = np.where(ii < nx - 1, np.arange(n) + 1, np.where(periodic_x, np.arange(n) - (nx - 1), -1))
-    west = np.where(ii > 0, np.arange(n) - 1, np.where(periodic_x, np.arange(n) + (nx - 1), -1))
-    north = np.where(jj < ny - 1, np.arange(n) + nx, np.where(periodic_y, np.arange(n) - (ny - 1) * nx, -1))
-    south = np.where(jj > 0, np.arange(n) - nx, np.where(periodic_y, np.arange(n) + (ny - 1) * nx, -1))
     cells = np.arange(n)
+    jj, ii = np.divmod(cells, nx)
+    east = np.where(ii < nx - 1, cells + 1, np.where(periodic_x, cells - (nx - 1), -1))
+    west = np.where(ii > 0, cells - 1, np.where(periodic_x, cells + (nx - 1), -1))
+    north = np.where(jj < ny - 1, cells + nx, np.where(periodic_y, cells - (ny - 1) * nx, -1))
+    south = np.where(jj > 0, cells - nx, np.where(periodic_y, cells + (ny - 1) * nx, -1))
     return [(east, n + cells), (west, n + west), (north, 2 * n + cells), (south, 2 * n + south)]
 
 
 def _build_nodes(ny: int, nx: int, periodic_x: bool, periodic_y: bool, leaf: int) -> list[_Node]:
+    """Geometric nested dissection of the rectangle: separators are whole rows/columns."""
     nodes: list[_Node] = []
 
     def rect(y0, y1, x0, x1):
@@ -177,78 +183,108 @@ def _build_nodes(ny: int, nx: int, periodic_x: bool, periodic_y: bool, leaf: int
     return nodes
 
 
-@lru_cache(maxsize=8)
-def build_plan(ny: int, nx: int, periodic_x: bool, periodic_y: bool, leaf: int = DEFAULT_LEAF) -> Plan:
-    """Elimination tree, batches and index maps for a ``(ny, nx)`` grid (cached: it does not depend on the
-    mask or the diffusivities)."""
+def _padded(size: int) -> int:
+    """Round a front dimension up (≤ 25 % padding) so that similar nodes share a batch."""
+    if size <= 4:
+        return max(size, 1)
+    step = 1 << (size.bit_length() - 3)
+    return -(-size // step) * step
+
+
+def build_plan(mask: np.ndarray, periodic_x: bool, periodic_y: bool, leaf: int = DEFAULT_LEAF) -> Plan:
+    """Elimination tree over the ocean cells of ``mask``, batches and index maps (cached per mask)."""
+    mask = np.asarray(mask, dtype=bool)
+    key = (mask.shape, np.packbits(mask).tobytes(), bool(periodic_x), bool(periodic_y), int(leaf))
+    return _build_plan_cached(key, mask.copy())
+
+
+_PLANS: dict = {}  # a few recent plans: data sets reuse one mask for many diffusivity fields
+
+
+def _build_plan_cached(key, mask: np.ndarray) -> Plan:
+    plan = _PLANS.get(key)
+    if plan is None:
+        if len(_PLANS) >= 4:
+            _PLANS.pop(next(iter(_PLANS)))
+        plan = _PLANS[key] = _make_plan(mask, key[2], key[3], key[4])
+    return plan
+
+
+def _make_plan(mask: np.ndarray, periodic_x: bool, periodic_y: bool, leaf: int) -> Plan:
+    ny, nx = mask.shape
     n = ny * nx
+    ocean = mask.ravel()
     nodes = _build_nodes(ny, nx, periodic_x, periodic_y, leaf)
+    for node in nodes:  # land cells are not unknowns
+        node.inner = node.inner[ocean[node.inner]]
+        node.ring = node.ring[ocean[node.ring]]
     groups: dict[tuple[int, int, int], _Group] = {}
     for k, node in enumerate(nodes):
-        key = (node.depth, node.inner.size, node.ring.size)
+        key = (node.depth, _padded(node.inner.size), _padded(node.ring.size) + 1)
         grp = groups.setdefault(key, _Group(*key))
         node.index = len(grp.nodes)
         grp.nodes.append(k)
-    group_list = sorted(groups.values(), key=lambda g: -g.depth)  # deepest first: children before parents
+    group_list = sorted(groups.values(), key=lambda g: -g.depth)
     for gi, grp in enumerate(group_list):
         for k in grp.nodes:
             nodes[k].group = gi
 
     neighbours = _neighbours(ny, nx, periodic_x, periodic_y)
     posmap = np.full(n, -1, dtype=np.int64)
-    order, order_slices, start = [], [], 0
+
+    def front_positions(node: _Node, grp: _Group) -> None:
+        posmap[node.inner] = np.arange(node.inner.size)
+        posmap[node.ring] = grp.n_inner + np.arange(node.ring.size)
+
     for grp in group_list:
+        s = grp.n_inner
         bi, rows, cols, src = [], [], [], []
-        counted = 0
         links: dict[tuple[int, int], list] = {}
+        out = np.full((len(grp.nodes), s), n, dtype=np.int64)
         for node_id in grp.nodes:
             node = nodes[node_id]
-            front = np.concatenate([node.inner, node.ring])
-            posmap[front] = np.arange(front.size)
-            s = node.inner.size
-            pc = np.arange(s)
-            rows.append(pc), cols.append(pc), src.append(node.inner)  # diagonal
+            out[node.index, : node.inner.size] = node.inner
+            front_positions(node, grp)
+            pc = np.arange(node.inner.size)
+            pad = np.arange(node.inner.size, s)
+            parts = [(pc, pc, node.inner), (pad, pad, np.full(pad.size, 3 * n))]  # diagonal; padding: 1
             for nb, value in neighbours:
                 q = nb[node.inner]
-                ok = q >= 0
-                pq = np.where(ok, posmap[np.where(ok, q, 0)], -1)
-                ok &= pq >= 0
+                pq = np.where(q >= 0, posmap[np.maximum(q, 0)], -1)
+                ok = pq >= 0  # neighbours eliminated further down were assembled there
                 v = value[node.inner]
-                rows.append(pc[ok]), cols.append(pq[ok]), src.append(v[ok])
+                parts.append((pc[ok], pq[ok], v[ok]))
                 in_ring = ok & (pq >= s)  # couplings with the boundary: both triangles here
-                rows.append(pq[in_ring]), cols.append(pc[in_ring]), src.append(v[in_ring])
-            total = sum(r.size for r in rows[len(bi):])
-            bi.extend(np.full(r.size, node.index) for r in rows[len(bi):])
-            counted += total
+                parts.append((pq[in_ring], pc[in_ring], v[in_ring]))
+            for r, c, v in parts:
+                bi.append(np.full(r.size, node.index)), rows.append(r), cols.append(c), src.append(v)
+            posmap[node.inner] = -1
+            posmap[node.ring] = -1
             if node.parent >= 0:
                 parent = nodes[node.parent]
-                pfront = np.concatenate([parent.inner, parent.ring])
-                posmap[front] = -1
-                posmap[pfront] = np.arange(pfront.size)
-                pos = posmap[node.ring]
+                pgrp = group_list[parent.group]
+                front_positions(parent, pgrp)
+                pos = np.full(grp.n_ring, pgrp.size - 1, dtype=np.int64)  # padding -> the parent's trash slot
+                pos[: node.ring.size] = posmap[node.ring]
+                posmap[parent.inner] = -1
+                posmap[parent.ring] = -1
                 if np.any(pos < 0):  # pragma: no cover - a bug in the tree, never a user error
                     raise AssertionError("boundary of a node not in its parent's front")
                 links.setdefault((node.slot, parent.group), []).append((node.index, parent.index, pos))
-                posmap[pfront] = -1
-            else:
-                posmap[front] = -1
         grp.asm = tuple(np.concatenate(a).astype(np.int64) for a in (bi, rows, cols, src))
+        grp.out = out
         grp.links = [(slot, pg, np.array([c for c, _, _ in items]), np.array([p for _, p, _ in items]),
                       np.stack([pos for _, _, pos in items]))
                      for (slot, pg), items in links.items()]
-        inner = np.concatenate([nodes[k].inner for k in grp.nodes])
-        order.append(inner)
-        order_slices.append((start, start + inner.size))
-        start += inner.size
-    order_arr = np.concatenate(order)
-    if not np.array_equal(np.sort(order_arr), np.arange(n)):  # pragma: no cover
-        raise AssertionError("nested dissection does not cover every cell exactly once")
-    return Plan((ny, nx), (periodic_x, periodic_y), group_list, order_arr, order_slices)
+    covered = np.concatenate([g.out.ravel() for g in group_list])
+    if not np.array_equal(np.sort(covered[covered < n]), np.flatnonzero(ocean)):  # pragma: no cover
+        raise AssertionError("nested dissection does not eliminate every ocean cell exactly once")
+    return Plan((ny, nx), (periodic_x, periodic_y), group_list)
 
 
 # -- numerical phase ---------------------------------------------------------------------------
 def _coupling_values(grid: Grid) -> np.ndarray:
-    """[diag, east, north] of ``S`` on the full rectangle (land: decoupled, diagonal 1), flattened."""
+    """[diag, east, north] of ``S`` on the full rectangle (land: decoupled), flattened, then a 1 for padding."""
     ocean = grid.mask
     area = np.where(ocean, grid.area, 1.0)
     kx = np.where(grid.active_x, grid.diff_x, 0.0)
@@ -256,85 +292,97 @@ def _coupling_values(grid: Grid) -> np.ndarray:
     ax = kx / np.sqrt(area * np.roll(area, -1, axis=1))
     ay = ky / np.sqrt(area * np.roll(area, -1, axis=0))
     diag = 1.0 + (kx + np.roll(kx, 1, axis=1) + ky + np.roll(ky, 1, axis=0)) / area
-    return np.concatenate([diag.ravel(), -ax.ravel(), -ay.ravel()])
+    return np.concatenate([diag.ravel(), -ax.ravel(), -ay.ravel(), [1.0]])
+
+
+def _link_index(plan: Plan, gi: int, link: int, m: int) -> np.ndarray:
+    """Indices into the parent batch's flattened (batch, M, size, size) array of the (pos × pos) sub-blocks
+    that a link scatters to / gathers from, in the order of the children's (batch, M, b, b) arrays (cached)."""
+    key = (gi, link, m)
+    idx = plan.cache.get(key)
+    if idx is None:
+        _slot, pg, _child_idx, parent_idx, pos = plan.groups[gi].links[link]
+        size = plan.groups[pg].size
+        lin = (pos[:, :, None] * size + pos[:, None, :]).reshape(pos.shape[0], 1, -1)
+        base = (parent_idx[:, None, None] * m + np.arange(m)[None, :, None]) * (size * size)
+        idx = plan.cache[key] = (base + lin).ravel()
+    return idx
 
 
 def diag_inverse_powers(grid: Grid, steps: int, leaf: int = DEFAULT_LEAF) -> np.ndarray:
-    """``diag(S^{-steps})`` on the whole ``(ny, nx)`` grid (values on land are meaningless)."""
+    """``diag(S^{-steps})`` on the ``(ny, nx)`` grid, flattened (values on land are meaningless)."""
     m = check_steps(steps)
     ny, nx = grid.shape
-    plan = build_plan(ny, nx, bool(grid.periodic_x), bool(grid.periodic_y), leaf)
+    n = ny * nx
+    plan = build_plan(grid.mask, bool(grid.periodic_x), bool(grid.periodic_y), leaf)
     values = _coupling_values(grid)
     groups = plan.groups
     # bottom-up: assemble, add the children's updates, eliminate the inner cells
     fronts: dict[int, np.ndarray] = {}
     kept: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # group -> (P^{-1}, G = P^{-1} Q)
     for gi, grp in enumerate(groups):
-        s, b, cnt = grp.n_inner, grp.n_ring, len(grp.nodes)
+        s, size, cnt = grp.n_inner, grp.size, len(grp.nodes)
         f = fronts.pop(gi, None)
         if f is None:
-            f = np.zeros((cnt, m, s + b, s + b))
+            f = np.zeros((cnt, m, size, size))
         bi, rows, cols, src = grp.asm
-        np.add.at(f, (bi, 0, rows, cols), values[src])
+        f[:, 0] += np.bincount((bi * size + rows) * size + cols, weights=values[src],
+                               minlength=cnt * size * size).reshape(cnt, size, size)
         idx = np.arange(s)
         f[:, 1, idx, idx] -= 1.0  # − ν I on the eliminated cells
+        q = np.ascontiguousarray(f[:, :, :s, s:])
         pinv = ring_inv(np.ascontiguousarray(f[:, :, :s, :s]))
-        gmat = ring_matmul(pinv, np.ascontiguousarray(f[:, :, :s, s:]))
+        gmat = ring_matmul(pinv, q)
         kept[gi] = (pinv, gmat)
-        if b == 0:
+        if not grp.links:
             continue
-        update = f[:, :, s:, s:] - ring_matmul(ring_transpose(f[:, :, :s, s:]), gmat)
-        upd = update.transpose(0, 2, 3, 1)  # (batch, b, b, M) for fancy indexing
-        # scatter each sibling slot separately so that no parent is written twice in one operation
-        for slot in (0, 1):
-            for link_slot, pg, child_idx, parent_idx, pos in grp.links:
+        update = f[:, :, s:, s:] - ring_matmul(ring_transpose(q), gmat)
+        b = grp.n_ring
+        update = update.reshape(cnt, m, b * b)
+        for slot in (0, 1):  # siblings separately: no parent written twice in one operation
+            for li, (link_slot, pg, child_idx, _parent_idx, _pos) in enumerate(grp.links):
                 if link_slot != slot:
                     continue
+                pgrp = groups[pg]
                 pf = fronts.get(pg)
                 if pf is None:
-                    size = groups[pg].n_inner + groups[pg].n_ring
-                    pf = fronts[pg] = np.zeros((len(groups[pg].nodes), m, size, size))
-                view = pf.transpose(0, 2, 3, 1)
-                view[parent_idx[:, None, None], pos[:, :, None], pos[:, None, :]] += upd[child_idx]
+                    pf = fronts[pg] = np.zeros((len(pgrp.nodes), m, pgrp.size, pgrp.size))
+                flat = pf.reshape(-1)
+                flat[_link_index(plan, gi, li, m)] += update[child_idx].reshape(-1)
     # top-down: selected inversion
-    out = np.empty(ny * nx)
+    out = np.empty(n + 1)
     zfronts: dict[int, np.ndarray] = {}
     last = m - 1
+    children: dict[int, list] = {}
+    for cgi, cgrp in enumerate(groups):
+        for li, link in enumerate(cgrp.links):
+            children.setdefault(link[1], []).append((cgi, li, link))
     for gi in range(len(groups) - 1, -1, -1):
         grp = groups[gi]
         s, b, cnt = grp.n_inner, grp.n_ring, len(grp.nodes)
         pinv, gmat = kept.pop(gi)
-        start, stop = plan.order_slices[gi]
-        diag_pinv = np.diagonal(pinv[:, last], axis1=-2, axis2=-1)
-        if b == 0:
-            z = pinv
-            out[plan.order[start:stop]] = diag_pinv.ravel()
-        else:
-            zbb = zfronts.pop(gi)
-            z_ib = -ring_matmul(gmat, zbb)  # Z_IB = −P^{-1} Q Z_BB
-            # diag(Z_II) = diag(P^{-1}) − Σ_b Z_IB G^T, coefficient M−1 only
-            diag = diag_pinv - np.einsum("gaib,gaib->gi", z_ib, gmat[:, ::-1])
-            out[plan.order[start:stop]] = diag.ravel()
-            needed = any(lk for g2 in groups for lk in g2.links if lk[1] == gi)
-            if not needed:
-                continue
-            z = np.empty((cnt, m, s + b, s + b))
-            z[:, :, :s, :s] = pinv - ring_matmul(z_ib, ring_transpose(gmat))
-            z[:, :, :s, s:] = z_ib
-            z[:, :, s:, :s] = ring_transpose(z_ib)
-            z[:, :, s:, s:] = zbb
-        # hand Z over the children's boundaries down
-        zt = z.transpose(0, 2, 3, 1)
-        for cgi, cgrp in enumerate(groups):
-            for _slot, pg, child_idx, parent_idx, pos in cgrp.links:
-                if pg != gi:
-                    continue
-                dest = zfronts.get(cgi)
-                if dest is None:
-                    dest = zfronts[cgi] = np.empty((len(cgrp.nodes), m, cgrp.n_ring, cgrp.n_ring))
-                sub = zt[parent_idx[:, None, None], pos[:, :, None], pos[:, None, :]]
-                dest[child_idx] = sub.transpose(0, 3, 1, 2)
-    return out
+        zbb = zfronts.pop(gi, None)
+        if zbb is None:  # the root: nothing above it
+            zbb = np.zeros((cnt, m, b, b))
+        z_ib = -ring_matmul(gmat, zbb)  # Z_IB = −P^{-1} Q Z_BB
+        # diag(Z_II) = diag(P^{-1} − Z_IB Gᵀ), coefficient M−1 only
+        diag = np.diagonal(pinv[:, last], axis1=-2, axis2=-1) - np.einsum("gaib,gaib->gi", z_ib, gmat[:, ::-1])
+        out[grp.out] = diag
+        if gi not in children:
+            continue
+        z = np.empty((cnt, m, s + b, s + b))
+        z[:, :, :s, :s] = pinv - ring_matmul(z_ib, ring_transpose(gmat))
+        z[:, :, :s, s:] = z_ib
+        z[:, :, s:, :s] = ring_transpose(z_ib)
+        z[:, :, s:, s:] = zbb
+        flat = z.reshape(-1)
+        for cgi, li, (_slot, _pg, child_idx, _parent_idx, _pos) in children[gi]:
+            cgrp = groups[cgi]
+            dest = zfronts.get(cgi)
+            if dest is None:
+                dest = zfronts[cgi] = np.empty((len(cgrp.nodes), m, cgrp.n_ring, cgrp.n_ring))
+            dest[child_idx] = flat[_link_index(plan, cgi, li, m)].reshape(-1, m, cgrp.n_ring, cgrp.n_ring)
+    return out[:n]
 
 
 def selinv_sq_norms(grid: Grid, steps: int, leaf: int = DEFAULT_LEAF) -> np.ndarray:

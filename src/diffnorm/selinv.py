@@ -84,7 +84,8 @@ class _Node:
 
 @dataclass
 class _Group:
-    """Nodes of one depth whose fronts are padded to the same shape, processed as one batch.
+    """Nodes of one height (levels above the leaves) whose fronts are padded to the same shape, processed as
+    one batch (a node's children always have a smaller height, so batches run children first).
 
     Front layout: ``n_inner`` slots for the eliminated cells (padding: decoupled unknowns with
     ``S_ii = 1``), then ``n_ring`` boundary slots, the last of which is a "trash" slot that receives the
@@ -128,12 +129,33 @@ def _neighbours(ny: int, nx: int, periodic_x: bool, periodic_y: bool):
     return [(east, n + cells), (west, n + west), (north, 2 * n + cells), (south, 2 * n + south)]
 
 
-def _build_nodes(ny: int, nx: int, periodic_x: bool, periodic_y: bool, leaf: int) -> list[_Node]:
-    """Geometric nested dissection of the rectangle: separators are whole rows/columns."""
+def _best_cut(ocean_per_line: np.ndarray, lo: int, hi: int) -> int:
+    """Index in [lo, hi) of the line with the fewest ocean cells within the middle 30 % (coasts make cheap
+    separators), ties broken towards the middle."""
+    n = hi - lo
+    a, b = lo + (n - 1) // 2 - int(0.15 * n), lo + (n - 1) // 2 + int(0.15 * n) + 1
+    a, b = max(a, lo), min(b, hi)
+    cand = np.arange(a, b)
+    middle = lo + (n - 1) / 2
+    return int(cand[np.lexsort((np.abs(cand - middle), ocean_per_line[cand]))[0]])
+
+
+def _build_nodes(mask: np.ndarray, periodic_x: bool, periodic_y: bool, leaf: int) -> list[_Node]:
+    """Nested dissection of the rectangle by whole rows/columns, each chosen near the middle where it crosses
+    the fewest ocean cells; a periodic axis is first cut open along its line with the fewest ocean cells."""
+    ny, nx = mask.shape
     nodes: list[_Node] = []
+    cy = 0
+    cx = int(np.argmin(mask.sum(axis=0))) if periodic_x else 0
+    if periodic_y:
+        cy = int(np.argmin(mask.sum(axis=1)))
+    # work in coordinates rolled so that the cuts are row 0 / column 0; flat ids are mapped back at the end
+    rolled = np.roll(mask, (-cy, -cx), axis=(0, 1))
+    row_ids = (np.arange(ny) + cy) % ny
+    col_ids = (np.arange(nx) + cx) % nx
 
     def rect(y0, y1, x0, x1):
-        return (np.arange(y0, y1)[:, None] * nx + np.arange(x0, x1)[None, :]).ravel()
+        return (row_ids[y0:y1, None] * nx + col_ids[None, x0:x1]).ravel()
 
     def ring(y0, y1, x0, x1):
         parts = []
@@ -160,17 +182,17 @@ def _build_nodes(ny: int, nx: int, periodic_x: bool, periodic_y: bool, leaf: int
             nodes.append(_Node(depth, rect(y0, y1, x0, x1), ring(y0, y1, x0, x1), parent, slot))
             return
         if w >= h:
-            xm = x0 + (w - 1) // 2
+            xm = _best_cut(rolled[y0:y1].sum(axis=0), x0, x1)
             nodes.append(_Node(depth, rect(y0, y1, xm, xm + 1), ring(y0, y1, x0, x1), parent, slot))
             split(y0, y1, x0, xm, me, 0, depth + 1)
             split(y0, y1, xm + 1, x1, me, 1, depth + 1)
         else:
-            ym = y0 + (h - 1) // 2
+            ym = _best_cut(rolled[:, x0:x1].sum(axis=1), y0, y1)
             nodes.append(_Node(depth, rect(ym, ym + 1, x0, x1), ring(y0, y1, x0, x1), parent, slot))
             split(y0, ym, x0, x1, me, 0, depth + 1)
             split(ym + 1, y1, x0, x1, me, 1, depth + 1)
 
-    if periodic_x or periodic_y:  # cut the periodic axes open along their first column / row
+    if periodic_x or periodic_y:
         cut = []
         if periodic_y:
             cut.append(rect(0, 1, 0, nx))
@@ -214,17 +236,22 @@ def _make_plan(mask: np.ndarray, periodic_x: bool, periodic_y: bool, leaf: int) 
     ny, nx = mask.shape
     n = ny * nx
     ocean = mask.ravel()
-    nodes = _build_nodes(ny, nx, periodic_x, periodic_y, leaf)
+    nodes = _build_nodes(mask, periodic_x, periodic_y, leaf)
     for node in nodes:  # land cells are not unknowns
         node.inner = node.inner[ocean[node.inner]]
         node.ring = node.ring[ocean[node.ring]]
+    height = np.zeros(len(nodes), dtype=np.int64)
+    for k in range(len(nodes) - 1, 0, -1):  # children come after their parent in `nodes`
+        p = nodes[k].parent
+        height[p] = max(height[p], height[k] + 1)
     groups: dict[tuple[int, int, int], _Group] = {}
     for k, node in enumerate(nodes):
+        node.depth = int(height[k])
         key = (node.depth, _padded(node.inner.size), _padded(node.ring.size) + 1)
         grp = groups.setdefault(key, _Group(*key))
         node.index = len(grp.nodes)
         grp.nodes.append(k)
-    group_list = sorted(groups.values(), key=lambda g: -g.depth)
+    group_list = sorted(groups.values(), key=lambda g: g.depth)
     for gi, grp in enumerate(group_list):
         for k in grp.nodes:
             nodes[k].group = gi
@@ -257,7 +284,8 @@ def _make_plan(mask: np.ndarray, periodic_x: bool, periodic_y: bool, leaf: int) 
                 in_ring = ok & (pq >= s)  # couplings with the boundary: both triangles here
                 parts.append((pq[in_ring], pc[in_ring], v[in_ring]))
             for r, c, v in parts:
-                bi.append(np.full(r.size, node.index)), rows.append(r), cols.append(c), src.append(v)
+                rows.append(r), cols.append(c), src.append(v)
+            bi.append((node.index, sum(r.size for r, _, _ in parts)))
             posmap[node.inner] = -1
             posmap[node.ring] = -1
             if node.parent >= 0:
@@ -271,7 +299,8 @@ def _make_plan(mask: np.ndarray, periodic_x: bool, periodic_y: bool, leaf: int) 
                 if np.any(pos < 0):  # pragma: no cover - a bug in the tree, never a user error
                     raise AssertionError("boundary of a node not in its parent's front")
                 links.setdefault((node.slot, parent.group), []).append((node.index, parent.index, pos))
-        grp.asm = tuple(np.concatenate(a).astype(np.int64) for a in (bi, rows, cols, src))
+        batch = np.repeat([i for i, _ in bi], [c for _, c in bi])
+        grp.asm = (batch.astype(np.int64),) + tuple(np.concatenate(a).astype(np.int64) for a in (rows, cols, src))
         grp.out = out
         grp.links = [(slot, pg, np.array([c for c, _, _ in items]), np.array([p for _, p, _ in items]),
                       np.stack([pos for _, _, pos in items]))

@@ -101,8 +101,15 @@ def test_failed_check_falls_back_to_probing(monkeypatch):
 
 def test_auto_uses_probing_when_fronts_are_too_large(monkeypatch):
     g = make_grid(12, 14, seed=4)
-    monkeypatch.setattr(normalization, "SELINV_MAX_FRONT", 5)
+    monkeypatch.setattr(normalization, "SELINV_MAX_MEMORY", 1000)
     _, report = exact_normalization(g, 4, return_report=True)
     assert report.algorithm == "probing"
     with pytest.raises(ValueError, match="unknown exact algorithm"):
         exact_normalization(g, 4, algorithm="magic")
+
+
+def test_threaded_ring_products_give_the_same_result(monkeypatch):
+    g = make_grid(20, 30, True, False, seed=5)
+    serial = selinv.selinv_sq_norms(g, 10)
+    monkeypatch.setattr(selinv, "PARALLEL_FLOPS", 0.0)  # every product through the thread pool
+    np.testing.assert_array_equal(selinv.selinv_sq_norms(g, 10), serial)

@@ -227,8 +227,8 @@ class SelectedInversionReport:
     algorithm: str = "selinv"
 
 
-#: fronts above this many cells make series selected inversion slower than probing (and need GBs of memory)
-SELINV_MAX_FRONT = 2500
+#: "auto" uses series selected inversion while its estimated memory stays below this many bytes
+SELINV_MAX_MEMORY = 4 * 2**30
 
 
 def exact_normalization(grid: Grid | DiffusionOperator, steps: int | None = None, *,
@@ -243,7 +243,7 @@ def exact_normalization(grid: Grid | DiffusionOperator, steps: int | None = None
       only roundoff (≈ 1e-14 measured). ``check_cells`` random cells are recomputed by brute force; should
       one differ by more than ``tol`` the result is discarded and probing is used instead.
     - ``"probing"``: lattice probing (below), for grids too large for selinv's dense fronts.
-    - ``"auto"`` (default): selinv unless its largest front exceeds :data:`SELINV_MAX_FRONT` cells.
+    - ``"auto"`` (default): selinv unless its estimated memory exceeds :data:`SELINV_MAX_MEMORY` (4 GiB).
 
     ``return_report=True`` also returns a :class:`SelectedInversionReport` or :class:`ProbingReport`.
     """
@@ -256,7 +256,8 @@ def exact_normalization(grid: Grid | DiffusionOperator, steps: int | None = None
     g = grid.grid if isinstance(grid, DiffusionOperator) else grid
     if algorithm == "auto":
         plan = selinv.build_plan(g.mask, bool(g.periodic_x), bool(g.periodic_y))
-        algorithm = "selinv" if plan.max_front <= SELINV_MAX_FRONT else "probing"
+        m = steps if steps is not None else grid.steps
+        algorithm = "selinv" if plan.memory_bytes(check_steps(m)) <= SELINV_MAX_MEMORY else "probing"
     if algorithm == "probing":
         return probing_normalization(grid, steps, tol=tol, block=block, check_cells=check_cells,
                                      progress=progress, return_report=return_report)

@@ -36,15 +36,39 @@ DEFAULT_LEAF = 24
 
 # -- truncated power series arithmetic --------------------------------------------------------
 # A "ring matrix" is an array (batch, M, rows, cols): coefficient k of ν^k in position [:, k].
+_POOL: list = []  # a small thread pool, created on first use, for the large ring products
+PARALLEL_FLOPS = 4e6  # products below this many flops per coefficient stay on the calling thread
+
+
+def _pool():
+    if not _POOL:
+        import os
+        from concurrent.futures import ThreadPoolExecutor
+
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        _POOL.append(ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="selinv"))
+    return _POOL[0]
+
+
 def ring_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``C = A B`` truncated after ``ν^{M-1}``: ``C_k = Σ_{i≤k} A_i B_{k-i}``, one matmul per k."""
+    """``C = A B`` truncated after ``ν^{M-1}``: ``C_k = Σ_{i≤k} A_i B_{k-i}``, one matmul per k.
+
+    The M products are independent: large ones run in a thread pool (NumPy releases the GIL; BLAS itself is
+    kept single-threaded, see :func:`diag_inverse_powers`)."""
     g, m, s, t = a.shape
     u = b.shape[-1]
     a_cat = a.transpose(0, 2, 1, 3).reshape(g, s, m * t)  # [A_0 A_1 … A_{M-1}]
     b_rev = b[:, ::-1].reshape(g, m * t, u)  # [B_{M-1}; …; B_0]
     out = np.empty((g, m, s, u))
-    for k in range(m):
+
+    def product(k: int) -> None:
         np.matmul(a_cat[:, :, : (k + 1) * t], b_rev[:, (m - 1 - k) * t:], out=out[:, k])
+
+    if 2.0 * g * s * t * u * m < PARALLEL_FLOPS:
+        for k in range(m):
+            product(k)
+    else:  # the largest products last-first, so that the pool's threads finish together
+        list(_pool().map(product, range(m - 1, -1, -1)))
     return out
 
 
@@ -115,6 +139,22 @@ class Plan:
     def max_front(self) -> int:
         """Largest dense front (cells): memory ~ 8·M·max_front² bytes per front, time ~ M²·max_front³."""
         return max(g.size for g in self.groups)
+
+    def memory_bytes(self, steps: int) -> int:
+        """Estimated peak memory for ``steps`` Taylor coefficients: the kept ``P^{-1}`` and ``P^{-1}Q`` of every
+        front (the "factor") plus a few of the largest fronts in flight."""
+        factor = sum(len(g.nodes) * g.n_inner * g.size for g in self.groups)
+        largest = max(len(g.nodes) * g.size * g.size for g in self.groups)
+        return 8 * steps * (factor + 4 * largest)
+
+    def flops(self, steps: int) -> float:
+        """Floating-point operations of the numerical phase (dense ring products and inverses)."""
+        pairs = steps * (steps + 1) / 2
+        total = 0.0
+        for g in self.groups:
+            s, b = g.n_inner, g.n_ring
+            total += len(g.nodes) * (s**3 + 2 * s * s * b + 2 * s * b * b)
+        return 2.0 * pairs * total
 
 
 def _neighbours(ny: int, nx: int, periodic_x: bool, periodic_y: bool):
@@ -339,7 +379,18 @@ def _link_index(plan: Plan, gi: int, link: int, m: int) -> np.ndarray:
 
 
 def diag_inverse_powers(grid: Grid, steps: int, leaf: int = DEFAULT_LEAF) -> np.ndarray:
-    """``diag(S^{-steps})`` on the ``(ny, nx)`` grid, flattened (values on land are meaningless)."""
+    """``diag(S^{-steps})`` on the ``(ny, nx)`` grid, flattened (values on land are meaningless).
+
+    BLAS runs single-threaded here: the products are many and small, and multi-threaded OpenBLAS spin-waits
+    when another process holds a core (measured: 32 s instead of 1.5 s on a shared 2-core machine); the large
+    products are spread over a thread pool instead (:func:`ring_matmul`)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _diag_inverse_powers(grid, steps, leaf)
+
+
+def _diag_inverse_powers(grid: Grid, steps: int, leaf: int) -> np.ndarray:
     m = check_steps(steps)
     ny, nx = grid.shape
     n = ny * nx

@@ -40,6 +40,10 @@ def test_normalize_matches_library_and_errors_leave_no_file(tmp_path, capsys):
     images = tmp_path / "images.nc"
     assert main(["normalize", str(tmp_path / "g.nc"), "--steps", "6", "--method", "images", "-o", str(images)]) == 0
     np.testing.assert_allclose(read_gamma(images), image_normalization(g, 6), rtol=1e-12)
+    probing = tmp_path / "probing.nc"
+    assert main(["normalize", str(tmp_path / "g.nc"), "--steps", "6", "--algorithm", "probing", "-o", str(probing),
+                 "--no-progress"]) == 0
+    np.testing.assert_allclose(read_gamma(probing), read_gamma(out), rtol=1e-10)
     bad = tmp_path / "bad.nc"
     assert main(["normalize", str(tmp_path / "g.nc"), "--steps", "5", "-o", str(bad)]) == 1
     assert "even integer" in capsys.readouterr().err

@@ -486,10 +486,10 @@ def image_normalization(grid: Grid, steps: int, *, nodes: int | None = None, rea
 
 
 def normalize(grid: Grid, steps: int, method: str = "exact", *, samples: int = 1000,
-              seed: int | None = 0, tol: float = 1e-12, progress: bool = False) -> np.ndarray:
-    """Dispatch on ``method`` (one of :data:`METHODS`)."""
+              seed: int | None = 0, tol: float = 1e-12, algorithm: str = "auto", progress: bool = False) -> np.ndarray:
+    """Dispatch on ``method`` (one of :data:`METHODS`); ``algorithm`` picks the exact method's algorithm."""
     if method == "exact":
-        return exact_normalization(grid, steps, tol=tol, progress=progress)
+        return exact_normalization(grid, steps, tol=tol, algorithm=algorithm, progress=progress)
     if method == "bruteforce":
         return bruteforce_normalization(grid, steps, progress=progress)
     if method == "randomized":

@@ -28,6 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     norm.add_argument("--samples", type=int, default=1000, help="randomized: number of samples N")
     norm.add_argument("--seed", type=int, default=0, help="randomized: random seed")
     norm.add_argument("--tol", type=float, default=1e-12, help="exact: relative tolerance in gamma^2")
+    norm.add_argument("--algorithm", choices=("auto", "selinv", "probing"), default="auto",
+                      help="exact: series selected inversion (direct, default) or lattice probing (huge grids)")
     norm.add_argument("--no-progress", action="store_true")
     norm.add_argument("-o", "--output", required=True)
     norm.set_defaults(func=_normalize)
@@ -63,7 +65,7 @@ def _normalize(args: argparse.Namespace) -> int:
     grid = read_grid(args.grid)
     start = time.perf_counter()
     gamma = normalize(grid, args.steps, args.method, samples=args.samples, seed=args.seed, tol=args.tol,
-                      progress=not args.no_progress)
+                      algorithm=args.algorithm, progress=not args.no_progress)
     elapsed = time.perf_counter() - start
     extra = {"samples": args.samples, "seed": args.seed} if args.method == "randomized" else {}
     write_gamma(args.output, grid, gamma, method=args.method, steps=args.steps, **extra)

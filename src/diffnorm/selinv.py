@@ -46,6 +46,10 @@ def _pool():
         from concurrent.futures import ThreadPoolExecutor
 
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        try:  # honour the usual thread cap (Dask workers get OMP_NUM_THREADS=1: one core each)
+            workers = min(workers, int(os.environ.get("OMP_NUM_THREADS", workers)))
+        except ValueError:
+            pass
         _POOL.append(ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="selinv"))
     return _POOL[0]
 

@@ -23,9 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import dask
 from distributed import Client, LocalCluster
 
-from diffnorm.generation import DatasetConfig, generate_dataset
+from diffnorm.generation import DatasetConfig, _worker_environ, generate_dataset
 
 
 def _cpu_seconds() -> float:
@@ -37,7 +38,9 @@ def _cpu_seconds() -> float:
 
 
 def run(workers: int, samples: int, base: dict, root: Path) -> dict:
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+    # the same worker environment as `diffnorm dataset generate` (thread caps, no MALLOC_TRIM_THRESHOLD_)
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": _worker_environ()}), \
+            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         warm = {**base, "seed": 10_000 + workers, "splits": {"train": workers}}
         generate_dataset(root / f"warm{workers}", warm, scheduler=client, progress=False)

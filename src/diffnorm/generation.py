@@ -28,6 +28,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import dask
 import numpy as np
 
 FORMAT = "diffnorm-dataset/1"
@@ -481,6 +482,15 @@ def _run(directory: Path, config: DatasetConfig, geometry, mask, todo: list[dict
                            + "\n  ".join(failures[:20]))
 
 
+def _worker_environ() -> dict:
+    """Dask's worker environment without ``MALLOC_TRIM_THRESHOLD_``: that setting also freezes glibc's mmap
+    threshold at 128 KiB, so every large temporary of the exact method is mmapped and page-faulted afresh —
+    measured 3.1 CPU s per 1° sample instead of 1.6 s. Thread caps (one core per worker) are kept."""
+    env = dict(dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {})
+    env.pop("MALLOC_TRIM_THRESHOLD_", None)
+    return env
+
+
 def _client(scheduler, n_workers: int | None):
     """A ``distributed.Client`` for ``scheduler`` and a function that releases what was started here."""
     from distributed import Client, LocalCluster
@@ -492,8 +502,9 @@ def _client(scheduler, n_workers: int | None):
         workers = int(n_workers) if n_workers is not None else cores
         if workers < 1:
             raise DatasetError(f"the number of workers must be >= 1, got {workers}")
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=scheduler != "threads",
-                               dashboard_address=None if scheduler == "threads" else ":0")
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": _worker_environ()}):
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=scheduler != "threads",
+                                   dashboard_address=None if scheduler == "threads" else ":0")
         client = Client(cluster)
 
         def cleanup():

@@ -12,24 +12,24 @@ from tests.conftest import dense_gamma, make_grid
 
 
 def _poly_matmul(a, b):
-    """Textbook truncated product of matrix polynomials, coefficient by coefficient."""
-    m = a.shape[1]
+    """Textbook truncated product of matrix polynomials (coefficient-major arrays), coefficient by coefficient."""
+    m = a.shape[0]
     out = np.zeros(a.shape[:2] + (a.shape[2], b.shape[3]))
     for k in range(m):
         for i in range(k + 1):
-            out[:, k] += a[:, i] @ b[:, k - i]
+            out[k] += a[i] @ b[k - i]
     return out
 
 
 def test_ring_matmul_and_inverse():
     rng = np.random.default_rng(0)
-    a, b = rng.normal(size=(3, 5, 4, 6)), rng.normal(size=(3, 5, 6, 2))
+    a, b = rng.normal(size=(5, 3, 4, 6)), rng.normal(size=(5, 3, 6, 2))  # 5 coefficients, batch of 3
     np.testing.assert_allclose(selinv.ring_matmul(a, b), _poly_matmul(a, b), atol=1e-12)
-    p = rng.normal(size=(2, 5, 7, 7))
-    p[:, 0] += 8 * np.eye(7)
+    p = rng.normal(size=(5, 2, 7, 7))
+    p[0] += 8 * np.eye(7)
     x = selinv.ring_inv(p)
     identity = np.zeros_like(p)
-    identity[:, 0] = np.eye(7)
+    identity[0] = np.eye(7)
     np.testing.assert_allclose(_poly_matmul(p, x), identity, atol=1e-12)
     np.testing.assert_allclose(_poly_matmul(x, p), identity, atol=1e-12)
 
@@ -39,9 +39,9 @@ def test_resolvent_series_of_a_small_matrix():
     rng = np.random.default_rng(1)
     q = rng.normal(size=(6, 6))
     s = np.eye(6) + q @ q.T
-    p = np.zeros((1, 4, 6, 6))
-    p[0, 0], p[0, 1] = s, -np.eye(6)
-    x = selinv.ring_inv(p)[0]
+    p = np.zeros((4, 1, 6, 6))
+    p[0, 0], p[1, 0] = s, -np.eye(6)
+    x = selinv.ring_inv(p)[:, 0]
     for k in range(4):
         np.testing.assert_allclose(x[k], np.linalg.matrix_power(np.linalg.inv(s), k + 1), atol=1e-13)
 

@@ -35,7 +35,8 @@ DEFAULT_LEAF = 24
 
 
 # -- truncated power series arithmetic --------------------------------------------------------
-# A "ring matrix" is an array (batch, M, rows, cols): coefficient k of ν^k in position [:, k].
+# A "ring matrix" is an array (M, batch, rows, cols): coefficient k of ν^k in position [k]. Coefficient-major, so
+# that scattering a batch of fronts into their parents is one gather/scatter per call over all coefficients.
 _POOL: list = []  # a small thread pool, created on first use, for the large ring products
 PARALLEL_FLOPS = 4e6  # products below this many flops per coefficient stay on the calling thread
 
@@ -59,14 +60,14 @@ def ring_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
     The M products are independent: large ones run in a thread pool (NumPy releases the GIL; BLAS itself is
     kept single-threaded, see :func:`diag_inverse_powers`)."""
-    g, m, s, t = a.shape
+    m, g, s, t = a.shape
     u = b.shape[-1]
-    a_cat = a.transpose(0, 2, 1, 3).reshape(g, s, m * t)  # [A_0 A_1 … A_{M-1}]
-    b_rev = b[:, ::-1].reshape(g, m * t, u)  # [B_{M-1}; …; B_0]
-    out = np.empty((g, m, s, u))
+    a_cat = a.transpose(1, 2, 0, 3).reshape(g, s, m * t)  # [A_0 A_1 … A_{M-1}]
+    b_rev = b[::-1].transpose(1, 0, 2, 3).reshape(g, m * t, u)  # [B_{M-1}; …; B_0]
+    out = np.empty((m, g, s, u))
 
     def product(k: int) -> None:
-        np.matmul(a_cat[:, :, : (k + 1) * t], b_rev[:, (m - 1 - k) * t:], out=out[:, k])
+        np.matmul(a_cat[:, :, : (k + 1) * t], b_rev[:, (m - 1 - k) * t:], out=out[k])
 
     if 2.0 * g * s * t * u * m < PARALLEL_FLOPS:
         for k in range(m):
@@ -79,29 +80,30 @@ def ring_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def ring_inv(p: np.ndarray) -> np.ndarray:
     """``P^{-1}`` for square ring matrices with invertible ``P_0``:
     ``X_0 = P_0^{-1}``, ``X_k = −X_0 Σ_{1≤i≤k} P_i X_{k-i}``."""
-    g, m, s, _ = p.shape
+    m, g, s, _ = p.shape
     out = np.empty_like(p)
-    x0 = np.linalg.inv(p[:, 0])
-    out[:, 0] = x0
-    p_cat = p.transpose(0, 2, 1, 3).reshape(g, s, m * s)
+    x0 = np.linalg.inv(p[0])
+    out[0] = x0
+    p_cat = p.transpose(1, 2, 0, 3).reshape(g, s, m * s)
     x_rev = np.empty((g, m * s, s))  # block M-1-j holds X_j
     x_rev[:, (m - 1) * s:] = x0
     for k in range(1, m):
         acc = p_cat[:, :, s: (k + 1) * s] @ x_rev[:, (m - k) * s:]
         xk = -(x0 @ acc)
-        out[:, k] = xk
+        out[k] = xk
         x_rev[:, (m - 1 - k) * s: (m - k) * s] = xk
     return out
 
 
 def ring_transpose(a: np.ndarray) -> np.ndarray:
+    """Transpose of every coefficient (the ring is commutative: (AB)ᵀ = BᵀAᵀ holds coefficient-wise)."""
     return a.swapaxes(-1, -2)
 
 
 # -- elimination tree --------------------------------------------------------------------------
 @dataclass
 class _Node:
-    depth: int
+    level: int  # depth in the dissection while building, then height above the leaves
     inner: np.ndarray  # flat cell ids eliminated at this node (separator, or the whole leaf)
     ring: np.ndarray  # flat cell ids of the node's boundary (cells of ancestors' separators)
     parent: int = -1
@@ -119,7 +121,7 @@ class _Group:
     ``S_ii = 1``), then ``n_ring`` boundary slots, the last of which is a "trash" slot that receives the
     (exactly zero) updates of the children's padding slots."""
 
-    depth: int
+    height: int
     n_inner: int
     n_ring: int
     nodes: list[int] = field(default_factory=list)
@@ -290,12 +292,12 @@ def _make_plan(mask: np.ndarray, periodic_x: bool, periodic_y: bool, leaf: int) 
         height[p] = max(height[p], height[k] + 1)
     groups: dict[tuple[int, int, int], _Group] = {}
     for k, node in enumerate(nodes):
-        node.depth = int(height[k])
-        key = (node.depth, _padded(node.inner.size), _padded(node.ring.size) + 1)
+        node.level = int(height[k])
+        key = (node.level, _padded(node.inner.size), _padded(node.ring.size) + 1)
         grp = groups.setdefault(key, _Group(*key))
         node.index = len(grp.nodes)
         grp.nodes.append(k)
-    group_list = sorted(groups.values(), key=lambda g: g.depth)
+    group_list = sorted(groups.values(), key=lambda g: g.height)
     for gi, grp in enumerate(group_list):
         for k in grp.nodes:
             nodes[k].group = gi
@@ -368,17 +370,16 @@ def _coupling_values(grid: Grid) -> np.ndarray:
     return np.concatenate([diag.ravel(), -ax.ravel(), -ay.ravel(), [1.0]])
 
 
-def _link_index(plan: Plan, gi: int, link: int, m: int) -> np.ndarray:
-    """Indices into the parent batch's flattened (batch, M, size, size) array of the (pos × pos) sub-blocks
-    that a link scatters to / gathers from, in the order of the children's (batch, M, b, b) arrays (cached)."""
-    key = (gi, link, m)
+def _link_index(plan: Plan, gi: int, link: int) -> np.ndarray:
+    """Indices into a parent batch's (batch·size·size) front entries of the (pos × pos) sub-blocks that a link
+    scatters to / gathers from, in the order of the children's (batch, b, b) blocks (cached with the plan)."""
+    key = (gi, link)
     idx = plan.cache.get(key)
     if idx is None:
         _slot, pg, _child_idx, parent_idx, pos = plan.groups[gi].links[link]
         size = plan.groups[pg].size
-        lin = (pos[:, :, None] * size + pos[:, None, :]).reshape(pos.shape[0], 1, -1)
-        base = (parent_idx[:, None, None] * m + np.arange(m)[None, :, None]) * (size * size)
-        idx = plan.cache[key] = (base + lin).ravel()
+        lin = pos[:, :, None] * size + pos[:, None, :]
+        idx = plan.cache[key] = (parent_idx[:, None, None] * (size * size) + lin).ravel()
     return idx
 
 
@@ -408,12 +409,12 @@ def _diag_inverse_powers(grid: Grid, steps: int, leaf: int) -> np.ndarray:
         s, size, cnt = grp.n_inner, grp.size, len(grp.nodes)
         f = fronts.pop(gi, None)
         if f is None:
-            f = np.zeros((cnt, m, size, size))
+            f = np.zeros((m, cnt, size, size))
         bi, rows, cols, src = grp.asm
-        f[:, 0] += np.bincount((bi * size + rows) * size + cols, weights=values[src],
-                               minlength=cnt * size * size).reshape(cnt, size, size)
+        f[0] += np.bincount((bi * size + rows) * size + cols, weights=values[src],
+                            minlength=cnt * size * size).reshape(cnt, size, size)
         idx = np.arange(s)
-        f[:, 1, idx, idx] -= 1.0  # − ν I on the eliminated cells
+        f[1, :, idx, idx] -= 1.0  # − ν I on the eliminated cells
         q = np.ascontiguousarray(f[:, :, :s, s:])
         pinv = ring_inv(np.ascontiguousarray(f[:, :, :s, :s]))
         gmat = ring_matmul(pinv, q)
@@ -421,8 +422,6 @@ def _diag_inverse_powers(grid: Grid, steps: int, leaf: int) -> np.ndarray:
         if not grp.links:
             continue
         update = f[:, :, s:, s:] - ring_matmul(ring_transpose(q), gmat)
-        b = grp.n_ring
-        update = update.reshape(cnt, m, b * b)
         for slot in (0, 1):  # siblings separately: no parent written twice in one operation
             for li, (link_slot, pg, child_idx, _parent_idx, _pos) in enumerate(grp.links):
                 if link_slot != slot:
@@ -430,9 +429,9 @@ def _diag_inverse_powers(grid: Grid, steps: int, leaf: int) -> np.ndarray:
                 pgrp = groups[pg]
                 pf = fronts.get(pg)
                 if pf is None:
-                    pf = fronts[pg] = np.zeros((len(pgrp.nodes), m, pgrp.size, pgrp.size))
-                flat = pf.reshape(-1)
-                flat[_link_index(plan, gi, li, m)] += update[child_idx].reshape(-1)
+                    pf = fronts[pg] = np.zeros((m, len(pgrp.nodes), pgrp.size, pgrp.size))
+                flat = pf.reshape(m, -1)
+                flat[:, _link_index(plan, gi, li)] += update[:, child_idx].reshape(m, -1)
     # top-down: selected inversion
     out = np.empty(n + 1)
     zfronts: dict[int, np.ndarray] = {}
@@ -447,25 +446,25 @@ def _diag_inverse_powers(grid: Grid, steps: int, leaf: int) -> np.ndarray:
         pinv, gmat = kept.pop(gi)
         zbb = zfronts.pop(gi, None)
         if zbb is None:  # the root: nothing above it
-            zbb = np.zeros((cnt, m, b, b))
+            zbb = np.zeros((m, cnt, b, b))
         z_ib = -ring_matmul(gmat, zbb)  # Z_IB = −P^{-1} Q Z_BB
         # diag(Z_II) = diag(P^{-1} − Z_IB Gᵀ), coefficient M−1 only
-        diag = np.diagonal(pinv[:, last], axis1=-2, axis2=-1) - np.einsum("gaib,gaib->gi", z_ib, gmat[:, ::-1])
+        diag = np.diagonal(pinv[last], axis1=-2, axis2=-1) - np.einsum("agib,agib->gi", z_ib, gmat[::-1])
         out[grp.out] = diag
         if gi not in children:
             continue
-        z = np.empty((cnt, m, s + b, s + b))
+        z = np.empty((m, cnt, s + b, s + b))
         z[:, :, :s, :s] = pinv - ring_matmul(z_ib, ring_transpose(gmat))
         z[:, :, :s, s:] = z_ib
         z[:, :, s:, :s] = ring_transpose(z_ib)
         z[:, :, s:, s:] = zbb
-        flat = z.reshape(-1)
+        flat = z.reshape(m, -1)
         for cgi, li, (_slot, _pg, child_idx, _parent_idx, _pos) in children[gi]:
             cgrp = groups[cgi]
             dest = zfronts.get(cgi)
             if dest is None:
-                dest = zfronts[cgi] = np.empty((len(cgrp.nodes), m, cgrp.n_ring, cgrp.n_ring))
-            dest[child_idx] = flat[_link_index(plan, cgi, li, m)].reshape(-1, m, cgrp.n_ring, cgrp.n_ring)
+                dest = zfronts[cgi] = np.empty((m, len(cgrp.nodes), cgrp.n_ring, cgrp.n_ring))
+            dest[:, child_idx] = flat[:, _link_index(plan, cgi, li)].reshape(m, -1, cgrp.n_ring, cgrp.n_ring)
     return out[:n]
 
 

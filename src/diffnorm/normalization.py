@@ -262,7 +262,7 @@ def exact_normalization(grid: Grid | DiffusionOperator, steps: int | None = None
         return probing_normalization(grid, steps, tol=tol, block=block, check_cells=check_cells,
                                      progress=progress, return_report=return_report)
     op = _operator(grid, steps)
-    sq = selinv.selinv_sq_norms(op.grid, op.steps)
+    sq = selinv.selinv_sq_norms(op.grid, op.steps, progress=progress)
     rng = np.random.default_rng(0)
     checks = np.sort(rng.choice(op.grid.n_ocean, size=min(check_cells, op.grid.n_ocean), replace=False))
     error = 0.0

@@ -383,7 +383,7 @@ def _link_index(plan: Plan, gi: int, link: int) -> np.ndarray:
     return idx
 
 
-def diag_inverse_powers(grid: Grid, steps: int, leaf: int = DEFAULT_LEAF) -> np.ndarray:
+def diag_inverse_powers(grid: Grid, steps: int, leaf: int = DEFAULT_LEAF, progress: bool = False) -> np.ndarray:
     """``diag(S^{-steps})`` on the ``(ny, nx)`` grid, flattened (values on land are meaningless).
 
     BLAS runs single-threaded here: the products are many and small, and multi-threaded OpenBLAS spin-waits
@@ -392,10 +392,12 @@ def diag_inverse_powers(grid: Grid, steps: int, leaf: int = DEFAULT_LEAF) -> np.
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1, user_api="blas"):
-        return _diag_inverse_powers(grid, steps, leaf)
+        return _diag_inverse_powers(grid, steps, leaf, progress)
 
 
-def _diag_inverse_powers(grid: Grid, steps: int, leaf: int) -> np.ndarray:
+def _diag_inverse_powers(grid: Grid, steps: int, leaf: int, progress: bool) -> np.ndarray:
+    from tqdm.auto import tqdm
+
     m = check_steps(steps)
     ny, nx = grid.shape
     n = ny * nx
@@ -405,7 +407,16 @@ def _diag_inverse_powers(grid: Grid, steps: int, leaf: int) -> np.ndarray:
     # bottom-up: assemble, add the children's updates, eliminate the inner cells
     fronts: dict[int, np.ndarray] = {}
     kept: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # group -> (P^{-1}, G = P^{-1} Q)
+    plan_flops = plan.flops(m)
+    bar = tqdm(total=int(plan_flops), desc="exact (selected inversion)", unit="flop", unit_scale=True, leave=False,
+               disable=not progress)
+
+    def tick(grp: _Group) -> None:  # both passes: about half of a group's work each
+        s_, b_ = grp.n_inner, grp.n_ring
+        bar.update(int(len(grp.nodes) * (s_**3 + 2 * s_ * s_ * b_ + 2 * s_ * b_ * b_) * m * (m + 1) / 2))
+
     for gi, grp in enumerate(groups):
+        tick(grp)
         s, size, cnt = grp.n_inner, grp.size, len(grp.nodes)
         f = fronts.pop(gi, None)
         if f is None:
@@ -442,6 +453,7 @@ def _diag_inverse_powers(grid: Grid, steps: int, leaf: int) -> np.ndarray:
             children.setdefault(link[1], []).append((cgi, li, link))
     for gi in range(len(groups) - 1, -1, -1):
         grp = groups[gi]
+        tick(grp)
         s, b, cnt = grp.n_inner, grp.n_ring, len(grp.nodes)
         pinv, gmat = kept.pop(gi)
         zbb = zfronts.pop(gi, None)
@@ -465,9 +477,10 @@ def _diag_inverse_powers(grid: Grid, steps: int, leaf: int) -> np.ndarray:
             if dest is None:
                 dest = zfronts[cgi] = np.empty((m, len(cgrp.nodes), cgrp.n_ring, cgrp.n_ring))
             dest[:, child_idx] = flat[:, _link_index(plan, cgi, li)].reshape(m, -1, cgrp.n_ring, cgrp.n_ring)
+    bar.close()
     return out[:n]
 
 
-def selinv_sq_norms(grid: Grid, steps: int, leaf: int = DEFAULT_LEAF) -> np.ndarray:
+def selinv_sq_norms(grid: Grid, steps: int, leaf: int = DEFAULT_LEAF, progress: bool = False) -> np.ndarray:
     """``‖S^{-M/2} e_i‖² = (S^{-M})_ii`` for the ocean cells (in ocean-vector order)."""
-    return diag_inverse_powers(grid, steps, leaf)[np.flatnonzero(grid.mask.ravel())]
+    return diag_inverse_powers(grid, steps, leaf, progress)[np.flatnonzero(grid.mask.ravel())]

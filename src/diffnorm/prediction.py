@@ -392,11 +392,17 @@ class Predictor:
         return np.where(grid.mask, gamma, np.nan)
 
     # -- prediction -----------------------------------------------------------------------
-    def forward(self, x: np.ndarray, periodic: tuple[bool, bool] | None = None) -> np.ndarray:
+    def forward(self, x: np.ndarray, periodic: tuple[bool, bool] | None = None,
+                ocean: np.ndarray | None = None) -> np.ndarray:
         """Raw network output for a ``(B, C, ny, nx)`` batch (first output channel), float64 numpy.
 
-        ``periodic`` = the grids' ``(periodic_x, periodic_y)``, used by networks that pad at run time."""
+        ``periodic`` = the grids' ``(periodic_x, periodic_y)``, used by networks that pad at run time.
+        ``ocean`` (``(B, ny, nx)`` boolean): the output is needed there only, so a valid-padding CNN skips the
+        land rows/columns beyond the ocean's bounding box (output 0 there;
+        :func:`diffnorm.models.inference.forward_ocean`)."""
         import torch
+
+        from .models.inference import forward_ocean
 
         if periodic is not None and self._padding_follows_grid():
             self.model.periodic_x, self.model.periodic_y = bool(periodic[0]), bool(periodic[1])
@@ -405,7 +411,7 @@ class Predictor:
             out = self._session.run(None, {self._session.get_inputs()[0].name: np.ascontiguousarray(x, np.float32)})
             return np.asarray(out[0], dtype=np.float64)[:, 0]
         with torch.inference_mode():
-            out = self.model(torch.as_tensor(x, device=self._dev))
+            out = forward_ocean(self.model, torch.as_tensor(x, device=self._dev), ocean)
         if isinstance(out, (tuple, list)):
             out = out[0]
         out = out.detach().to("cpu").double().numpy()
@@ -428,7 +434,7 @@ class Predictor:
                 priors = [self._prior(grids[k], ms[k]) for k in chunk]
                 x = np.stack([self.inputs(grids[k], ms[k], check_range=not force, where=names[k], prior=pr)
                               for k, pr in zip(chunk, priors, strict=True)])
-                y = self.forward(x, (px, py))
+                y = self.forward(x, (px, py), np.stack([grids[k].mask for k in chunk]))
                 for k, yk, pr in zip(chunk, y, priors, strict=True):
                     out[k] = self.decode(yk, grids[k], ms[k], pr)
         for k, gamma in enumerate(out):

@@ -65,8 +65,11 @@ def raw_channels(grid: Grid, steps: int, channels, prior: np.ndarray | None = No
             v, ok = ocean.astype(np.float64), np.ones_like(ocean)
         elif c == "distance":
             from ..features import grid_signed_distance
+            from .geometry import geometry_cached
 
-            v, ok = np.clip(grid_signed_distance(grid, "euclidean"), -20, 20) / 10.0, np.ones_like(ocean)
+            v = geometry_cached("distance", grid, lambda: np.clip(grid_signed_distance(grid, "euclidean"), -20, 20)
+                                / 10.0)
+            ok = np.ones_like(ocean)
         elif c in ("diff_x", "diff_y", "sf_diff_x", "sf_diff_y", "area_ratio_x", "area_ratio_y"):
             axis = FACE_AXIS[c]
             active, other = _face(grid, axis)

@@ -30,7 +30,14 @@ PRIOR_TARGETS = ("log_ratio_analytic", "log_ratio_images")
 
 def small_components(grid, max_size: int) -> np.ndarray:
     """Boolean ``(ny, nx)``: ocean cells in connected components (through active faces, periodic axes
-    wrapping) of at most ``max_size`` cells — isolated cells, lakes, enclosed seas."""
+    wrapping) of at most ``max_size`` cells — isolated cells, lakes, enclosed seas. Cached per geometry
+    (:mod:`diffnorm.transforms.geometry`; read-only)."""
+    from .geometry import geometry_cached
+
+    return geometry_cached("small_components", grid, lambda: _small_components(grid, max_size), int(max_size))
+
+
+def _small_components(grid, max_size: int) -> np.ndarray:
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 

@@ -1,0 +1,118 @@
+"""Fast inference of a trained network on whole grids (what ``predict`` runs; training does not use it).
+
+:func:`forward_ocean` gives the same γ as ``model(x)`` on the ocean cells (to float32 rounding, < 1e-5 in
+the standardized output, i.e. < 1e-6 relative in γ for the shipped model), faster on the CPU:
+
+- **only the rows/columns that hold ocean** (plus the receptive field ``margin``) are run through a
+  valid-padding :class:`~diffnorm.models.cnn.CNN` along closed axes: a valid-padding network's output at a
+  cell depends on the ``margin`` cells around it only, so the land rows beyond the ocean's bounding box
+  (polar caps: 40 of 180 rows on the 1° sphere grid) need not be computed. Their output is 0 (land; γ is NaN
+  there anyway). Not done for ``padding="same"`` networks or U-Nets (their zero padding inside the network
+  would move);
+- **batch norm folded into the convolutions** (eval mode: ``BN(conv(x))`` is one convolution with rescaled
+  weights), ReLUs in place, and on the CPU the **channels-last** memory layout, for which oneDNN's
+  convolutions are about 1.5× faster here than NCHW. The folded copy is cached per model and rebuilt when a
+  parameter or buffer changes (version counter, storage).
+
+A model in training mode, or any other kind of network, runs unchanged (``model(x)``).
+"""
+
+from __future__ import annotations
+
+import copy
+import weakref
+
+import numpy as np
+import torch
+from torch import nn
+
+from .cnn import CNN
+from .padding import geo_pad
+
+_FOLDED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _version(t: torch.Tensor) -> int:
+    try:
+        return t._version
+    except RuntimeError:  # an inference tensor (made under torch.inference_mode) has no version counter
+        return -1
+
+
+def _state_key(model: nn.Module) -> tuple:
+    return tuple((id(t), _version(t), t.data_ptr(), t.device, t.dtype)
+                 for t in (*model.parameters(), *model.buffers()))
+
+
+def _fold(model: CNN, channels_last: bool) -> CNN:
+    """An eval-mode copy of ``model`` with every ``BatchNorm2d`` folded into its convolution."""
+    with torch.inference_mode(False), torch.no_grad():
+        net = copy.deepcopy(model).eval()
+        _fold_modules(net)
+        if channels_last:
+            net = net.to(memory_format=torch.channels_last)
+    return net
+
+
+def _fold_modules(net: nn.Module) -> None:
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    for mod in net.modules():
+        bn = getattr(mod, "bn", None)
+        if isinstance(bn, nn.BatchNorm2d) and isinstance(getattr(mod, "conv", None), nn.Conv2d):
+            mod.conv = fuse_conv_bn_eval(mod.conv, bn)
+            mod.bn = nn.Identity()
+        if isinstance(mod, nn.ReLU):  # every ReLU acts on a fresh tensor (conv output or the residual sum)
+            mod.inplace = True
+    for p in net.parameters():
+        p.requires_grad_(False)
+
+
+def folded(model: CNN, channels_last: bool = False) -> CNN:
+    """The cached batch-norm-folded copy of an eval-mode :class:`CNN` (see the module docstring)."""
+    key = (_state_key(model), channels_last)
+    hit = _FOLDED.get(model)
+    if hit is None or hit[0] != key:
+        hit = (key, _fold(model, channels_last))
+        _FOLDED[model] = hit
+    return hit[1]
+
+
+def ocean_window(ocean: np.ndarray, axis: int) -> tuple[int, int] | None:
+    """``(first, last + 1)`` of the rows (``axis=0``) or columns (``axis=1``) of ``ocean`` (``(ny, nx)`` or
+    ``(B, ny, nx)``) that hold an ocean cell; None without ocean."""
+    ocean = np.asarray(ocean, bool)
+    if ocean.ndim == 3:
+        ocean = ocean.any(axis=0)
+    hit = np.flatnonzero(ocean.any(axis=1 - axis))
+    return None if hit.size == 0 else (int(hit[0]), int(hit[-1]) + 1)
+
+
+def forward_ocean(model: nn.Module, x: torch.Tensor, ocean: np.ndarray | None = None) -> torch.Tensor:
+    """``model(x)`` for a ``(B, C, ny, nx)`` batch, exact on the ``ocean`` cells (``(ny, nx)`` or ``(B, ny, nx)``
+    boolean; None: everywhere) and fast; see the module docstring. Call it under ``torch.inference_mode()``."""
+    if not isinstance(model, CNN) or model.training or model.padding != "valid" or model.margin <= 0:
+        return model(x)
+    cpu = x.device.type == "cpu"
+    net = folded(model, channels_last=cpu)
+    m = model.margin
+    ny, nx = x.shape[2], x.shape[3]
+    rows, cols = (0, ny), (0, nx)
+    if ocean is not None:
+        ocean = np.asarray(ocean, bool)
+        if ocean.shape[-2:] != (ny, nx):
+            raise ValueError(f"ocean mask of shape {ocean.shape} for an input of {ny}x{nx}")
+        if not model.periodic_y:
+            rows = ocean_window(ocean, 0) or rows
+        if not model.periodic_x:
+            cols = ocean_window(ocean, 1) or cols
+    xp = geo_pad(x, m, model.periodic_x, model.periodic_y, model.closed)
+    xp = xp[:, :, rows[0]:rows[1] + 2 * m, cols[0]:cols[1] + 2 * m]
+    if cpu:
+        xp = xp.contiguous(memory_format=torch.channels_last)
+    y = net.body(xp)
+    if (rows, cols) == ((0, ny), (0, nx)):
+        return y.contiguous()
+    out = y.new_zeros((y.shape[0], y.shape[1], ny, nx))
+    out[:, :, rows[0]:rows[1], cols[0]:cols[1]] = y
+    return out

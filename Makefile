@@ -25,10 +25,11 @@ bench-generation:
 	$(PY) benchmarks/bench_generation.py --workers 1 2
 
 bench-inference:
-	$(PY) benchmarks/bench_inference.py --model sphere-1deg --threads 1 2
+	$(PY) benchmarks/bench_inference.py --model sphere-1deg --threads 1 2 --repeat 30 --out benchmarks/results/inference.md
 
 # needs the test data sets of the README's "Benchmark data" section under data/
 bench-cnn:
-	$(PY) benchmarks/bench_cnn_sphere.py --model sphere-1deg --randomized-fields 5 \
+	$(PY) benchmarks/bench_cnn_sphere.py --model sphere-1deg \
+	    --randomized-fields 5 --randomized-from data/te-sphere-study \
 	    --test-dirs data/te-sphere-iso data/te-sphere-eq data/te-sphere-aniso data/te-sphere-study \
 	    -o benchmarks/results/cnn_sphere.md

@@ -157,3 +157,13 @@ def test_ive_integer_order_matches_scipy():
     rel = np.abs(got[2:] - ref[2:]) / np.maximum(ref[2:], 1e-300)
     assert rel[ref[2:] > 1e-280].max() < 3e-4
     assert (got[:, 0] == 0).all()
+
+
+def test_images_threaded_axes_give_the_same_result(monkeypatch):
+    from diffnorm import normalization
+
+    g = make_grid(30, 40, True, False, seed=9)
+    monkeypatch.setattr(normalization, "IMAGES_PARALLEL_CELLS", 10**9)
+    serial = image_normalization(g, 10)
+    monkeypatch.setattr(normalization, "IMAGES_PARALLEL_CELLS", 0)
+    np.testing.assert_array_equal(image_normalization(g, 10), serial)

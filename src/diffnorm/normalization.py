@@ -426,6 +426,10 @@ def _ive_integer_order(order: np.ndarray, x: np.ndarray) -> np.ndarray:
     return out
 
 
+#: grids with at least this many ocean cells compute the images prior's two axes in two threads
+IMAGES_PARALLEL_CELLS = 4096
+
+
 def image_normalization(grid: Grid, steps: int, *, nodes: int | None = None, reach: float = 40.0,
                         reflections: int = 3) -> np.ndarray:
     """Infinite uniform LATTICE with each cell's local diffusivity, corrected for coasts by the method of images
@@ -479,7 +483,13 @@ def image_normalization(grid: Grid, steps: int, *, nodes: int | None = None, rea
                 total[sel] += _ive_integer_order(lag[sel, None], z[sel])
         return total
 
-    diag = (series(1, kappa[0]) * series(0, kappa[1])) @ w  # [(I+S)^{-M}]_ii
+    if ocean.sum() >= IMAGES_PARALLEL_CELLS:  # the axes are independent: a thread each (SciPy releases the GIL)
+        from .selinv import _pool
+
+        sx, sy = _pool().map(series, (1, 0), kappa)
+    else:
+        sx, sy = series(1, kappa[0]), series(0, kappa[1])
+    diag = (sx * sy) @ w  # [(I+S)^{-M}]_ii
     gamma = np.full(ocean.shape, np.nan)
     gamma[ocean] = np.sqrt(grid.area[ocean] / diag)
     return gamma

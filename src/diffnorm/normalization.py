@@ -390,6 +390,26 @@ def _run_length(active: np.ndarray, axis: int, backward: bool, cap: int, periodi
     return np.moveaxis(d, -1, axis)
 
 
+_WALLS: dict = {}  # run lengths per ocean geometry: prediction calls the images prior on many fields of one grid
+
+
+def _wall_distances(grid: Grid, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Uncapped run lengths to the next wall forward/backward along ``axis`` for the ocean cells (cached per mask:
+    they do not depend on the diffusivities)."""
+    key = (axis, grid.shape, bool(grid.periodic_x), bool(grid.periodic_y), np.packbits(grid.mask).tobytes())
+    hit = _WALLS.get(key)
+    if hit is None:
+        active = grid.active_x if axis == 1 else grid.active_y
+        periodic = grid.periodic_x if axis == 1 else grid.periodic_y
+        cap = 2 * grid.shape[axis] + 1
+        hit = (_run_length(active, axis, False, cap, periodic)[grid.mask],
+               _run_length(np.roll(active, 1, axis), axis, True, cap, periodic)[grid.mask])
+        if len(_WALLS) >= 8:
+            _WALLS.pop(next(iter(_WALLS)))
+        _WALLS[key] = hit
+    return hit
+
+
 def _scale_free_centred(grid: Grid, axis: int) -> np.ndarray:
     """Cell-centred ``diff / sqrt(area·area′)`` on one axis (mean of the cell's active faces; 0 with none):
     the diffusivity in cells², the only thing γ²/W depends on besides the area ratios."""
@@ -404,12 +424,21 @@ def _ive_integer_order(order: np.ndarray, x: np.ndarray) -> np.ndarray:
     """``I_n(x)·e^{-x}`` for integer orders ``n ≥ 1``: SciPy's ``ive`` for n ≤ 2, Debye's uniform asymptotic
     expansion (4 terms) above — relative error below 2.3e-4 at n = 3, 2e-6 at n = 10, and 5× faster, which
     matters because the image series evaluates it for every coastal cell at every quadrature node."""
-    from scipy.special import ive
+    from scipy.special import i0e, i1e, ive
 
     out = np.empty(np.broadcast_shapes(order.shape, x.shape))
     order, x = np.broadcast_to(order, out.shape), np.broadcast_to(x, out.shape)
     low = order <= 2
-    out[low] = ive(order[low], x[low])
+    if low.any():  # orders 1, 2 by the specialised i0e/i1e (4x faster than ive); I₂ = I₀ − (2/x)·I₁
+        xl, ol = x[low], order[low]
+        one = i1e(xl)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            two = i0e(xl) - 2.0 * one / xl
+        tiny = (ol == 2) & (xl < 0.1)  # the recurrence cancels for small x: SciPy's ive there
+        vals = np.where(ol == 1, one, two)
+        if tiny.any():
+            vals[tiny] = ive(2, xl[tiny])
+        out[low] = vals
     nu, xh = order[~low], x[~low]
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         z = xh / nu
@@ -461,8 +490,7 @@ def image_normalization(grid: Grid, steps: int, *, nodes: int | None = None, rea
     def series(axis: int, k: np.ndarray) -> np.ndarray:
         active = grid.active_x if axis == 1 else grid.active_y
         periodic = grid.periodic_x if axis == 1 else grid.periodic_y
-        fwd = _run_length(active, axis, False, cap, periodic)[ocean]
-        bwd = _run_length(np.roll(active, 1, axis), axis, True, cap, periodic)[ocean]
+        fwd, bwd = (np.minimum(r, cap) for r in _wall_distances(grid, axis))
         kk = k[ocean]
         z = 2.0 * t[None, :] * kk[:, None]
         total = i0e(z)

@@ -73,7 +73,7 @@ def test_selinv_matches_dense_on_small_grids(small_grid, steps):
 def test_exact_selinv_matches_bruteforce_on_larger_grids(periodic):
     g = make_grid(40, 57, *periodic, seed=7, land=0.3)
     gamma, report = exact_normalization(g, 10, return_report=True)
-    assert report.algorithm == "selinv" and report.checked_cells == 16 and report.max_checked_error < 1e-12
+    assert report.algorithm == "selinv" and report.checked_cells >= 16 and report.max_checked_error < 1e-12
     ref = bruteforce_normalization(g, 10)
     np.testing.assert_allclose(gamma[g.mask] ** 2, ref[g.mask] ** 2, rtol=1e-12)
     assert np.array_equal(np.isnan(gamma), ~g.mask)
@@ -113,3 +113,15 @@ def test_threaded_ring_products_give_the_same_result(monkeypatch):
     serial = selinv.selinv_sq_norms(g, 10)
     monkeypatch.setattr(selinv, "PARALLEL_FLOPS", 0.0)  # every product through the thread pool
     np.testing.assert_array_equal(selinv.selinv_sq_norms(g, 10), serial)
+
+
+def test_extreme_diffusivity_contrast_is_caught_by_the_check():
+    """Roundoff grows with κ(S): with scale-free diffusivities up to 1e6 selinv misses 1e-12, the brute-force
+    check (which includes the largest-diffusivity cells) notices and the answer still meets tol."""
+    g = make_grid(20, 26, True, False, seed=1)
+    rng = np.random.default_rng(0)
+    g2 = Grid(g.mask, g.area, 10.0 ** rng.uniform(-6, 6, g.shape), 10.0 ** rng.uniform(-6, 6, g.shape), True, False)
+    gamma, report = exact_normalization(g2, 10, return_report=True)
+    assert report.algorithm == "probing"
+    ref = bruteforce_normalization(g2, 10)
+    np.testing.assert_allclose(gamma[g.mask] ** 2, ref[g.mask] ** 2, rtol=1e-12)

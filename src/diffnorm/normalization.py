@@ -240,8 +240,10 @@ def exact_normalization(grid: Grid | DiffusionOperator, steps: int | None = None
 
     - ``"selinv"``: series selected inversion (:mod:`diffnorm.selinv`), a direct method — every
       ``diag(S^{-M})`` from one nested-dissection factorization of ``S − νI`` in truncated power series;
-      only roundoff (≈ 1e-14 measured). ``check_cells`` random cells are recomputed by brute force; should
-      one differ by more than ``tol`` the result is discarded and probing is used instead.
+      only roundoff (≈ 1e-14 measured; it grows with the condition number of ``S``, i.e. with the largest
+      diffusivity/area: 1e-13 for scale-free diffusivities up to 1e2, 1e-9 at 1e6). ``check_cells`` random cells
+      and the cells of largest diffusivity/area are recomputed by brute force; should one differ by more than
+      ``tol`` the result is discarded and probing is used instead.
     - ``"probing"``: lattice probing (below), for grids too large for selinv's dense fronts.
     - ``"auto"`` (default): selinv unless its estimated memory exceeds :data:`SELINV_MAX_MEMORY` (4 GiB).
 
@@ -264,7 +266,9 @@ def exact_normalization(grid: Grid | DiffusionOperator, steps: int | None = None
     op = _operator(grid, steps)
     sq = selinv.selinv_sq_norms(op.grid, op.steps, progress=progress)
     rng = np.random.default_rng(0)
-    checks = np.sort(rng.choice(op.grid.n_ocean, size=min(check_cells, op.grid.n_ocean), replace=False))
+    checks = rng.choice(op.grid.n_ocean, size=min(check_cells, op.grid.n_ocean), replace=False)
+    if check_cells > 0:  # and the cells of largest diffusivity/area, where roundoff grows with κ(S)
+        checks = np.union1d(checks, _worst_decay_cells(op.grid, max(1, check_cells // 4)))
     error = 0.0
     if checks.size:
         reference = column_sq_norms(op, checks, block=block)

@@ -37,13 +37,17 @@ DEFAULT_LEAF = 24
 # -- truncated power series arithmetic --------------------------------------------------------
 # A "ring matrix" is an array (M, batch, rows, cols): coefficient k of ν^k in position [k]. Coefficient-major, so
 # that scattering a batch of fronts into their parents is one gather/scatter per call over all coefficients.
-_POOL: list = []  # a small thread pool, created on first use, for the large ring products
+_POOL: dict = {}  # pid -> thread pool for the large ring products (a forked child gets a fresh one)
 PARALLEL_FLOPS = 4e6  # products below this many flops per coefficient stay on the calling thread
 
 
 def _pool():
-    if not _POOL:
-        import os
+    """A small thread pool, one per process: a pool inherited through fork() has no threads and would hang."""
+    import os
+
+    pid = os.getpid()
+    pool = _POOL.get(pid)
+    if pool is None:
         from concurrent.futures import ThreadPoolExecutor
 
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -51,8 +55,9 @@ def _pool():
             workers = min(workers, int(os.environ.get("OMP_NUM_THREADS", workers)))
         except ValueError:
             pass
-        _POOL.append(ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="selinv"))
-    return _POOL[0]
+        _POOL.clear()
+        pool = _POOL[pid] = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="diffnorm")
+    return pool
 
 
 def ring_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -425,9 +425,10 @@ def _scale_free_centred(grid: Grid, axis: int) -> np.ndarray:
 
 
 def _ive_integer_order(order: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """``I_n(x)·e^{-x}`` for integer orders ``n ≥ 1``: SciPy's ``ive`` for n ≤ 2, Debye's uniform asymptotic
-    expansion (4 terms) above — relative error below 2.3e-4 at n = 3, 2e-6 at n = 10, and 5× faster, which
-    matters because the image series evaluates it for every coastal cell at every quadrature node."""
+    """``I_n(x)·e^{-x}`` for integer orders ``n ≥ 1``: SciPy's ``i0e``/``i1e`` for n ≤ 2, Debye's uniform asymptotic
+    expansion (4 terms, single precision) above — relative error below 2.3e-4 at n = 3, 2e-5 from n = 10 on, values
+    below 1e-37 flushed to 0, and 16× faster than ``ive``, which matters because the image series evaluates it
+    for every coastal cell at every quadrature node."""
     from scipy.special import i0e, i1e, ive
 
     out = np.empty(np.broadcast_shapes(order.shape, x.shape))
@@ -443,8 +444,10 @@ def _ive_integer_order(order: np.ndarray, x: np.ndarray) -> np.ndarray:
         if tiny.any():
             vals[tiny] = ive(2, xl[tiny])
         out[low] = vals
-    nu, xh = order[~low], x[~low]
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+    # single precision for the expansion: 5× faster (SIMD transcendental functions) and its rounding (2e-5) stays
+    # below the 4-term expansion's own error (2.3e-4 at n = 3); the image series is summed in double
+    nu, xh = order[~low].astype(np.float32), x[~low].astype(np.float32)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
         z = xh / nu
         r = np.sqrt(1.0 + z * z)
         p2 = 1.0 / (r * r)
@@ -454,7 +457,8 @@ def _ive_integer_order(order: np.ndarray, x: np.ndarray) -> np.ndarray:
         u3 = p * p2 * (30375.0 - 369603.0 * p2 + 765765.0 * p2**2 - 425425.0 * p2**3) / 414720.0
         series = 1.0 + (u1 + (u2 + u3 / nu) / nu) / nu
         # ν(η − z) with η = sqrt(1+z²) + ln(z / (1 + sqrt(1+z²))), written without cancellation
-        high = np.exp(nu * (1.0 / (r + z) + np.log(z / (1.0 + r)))) * series / np.sqrt(2.0 * math.pi * nu * r)
+        two_pi = np.float32(2.0 * math.pi)
+        high = np.exp(nu * (1.0 / (r + z) + np.log(z / (1.0 + r)))) * series / np.sqrt(two_pi * nu * r)
     out[~low] = np.where(xh > 0, high, 0.0)
     return out
 

@@ -107,15 +107,20 @@ def analytic_prior(grid, steps: int, exact_small: int = 0, kind: str = "analytic
 
     if kind not in ("analytic", "images"):
         raise ValueError(f"unknown prior {kind!r}; choose analytic or images")
+    exact = None
+    if exact_small > 0:
+        small = small_components(grid, exact_small)
+        if small.any():  # in the background while the prior runs (the images prior's axes take two more threads)
+            from ..selinv import _pool
+
+            exact = _pool().submit(exact_on_components, grid, steps, small)
     with np.errstate(invalid="ignore", divide="ignore"):
         g = analytic_normalization(grid, steps) if kind == "analytic" else image_normalization(grid, steps)
     ok = grid.mask & np.isfinite(g) & (g > 0)
     fill = float(np.median(g[ok])) if ok.any() else 1.0
     g = np.where(ok, g, fill)
-    if exact_small > 0:
-        small = small_components(grid, exact_small)
-        if small.any():
-            g = np.where(small, exact_on_components(grid, steps, small), g)
+    if exact is not None:
+        g = np.where(small, exact.result(), g)
     return np.where(grid.mask, g, 1.0)
 
 

@@ -11,11 +11,13 @@ products are truncated convolutions), gives every diagonal entry of the inverse 
 method with no tolerance to choose, only roundoff. It is well conditioned because ``S ≥ I``: every
 Schur complement is analytic for ``|ν| < 1`` and has Taylor coefficients of norm ≤ 1.
 
-The elimination order is a geometric nested dissection of the full ``(ny, nx)`` rectangle (cut along the
-longer side, recursively, down to small leaves; a periodic axis is first cut open along its first
-column/row). Land cells are kept as decoupled unknowns (``S_ii = 1``) so that the elimination tree
-depends only on the grid's shape and periodicity: it is built once and cached, and fronts of the same
-shape are processed as one batch (one BLAS call per Taylor coefficient for a whole tree level).
+The elimination order is a geometric nested dissection of the ``(ny, nx)`` rectangle: a periodic axis is
+first cut open along its line with the fewest ocean cells, then each rectangle is split across its longer
+side by the row/column, within its middle 30 %, that crosses the fewest ocean cells (coasts make cheap
+separators), down to leaves of ``DEFAULT_LEAF`` cells. Only ocean cells are unknowns. The tree and its index
+maps depend only on the mask, so they are cached; fronts of one height in the tree are padded (≤ 25 %) to a
+few shared shapes and processed as batches (one BLAS call per Taylor coefficient), padding slots being
+decoupled unknowns with ``S_ii = 1``.
 
 Cost: dense operations on the fronts (separators of ≈ ``min(ny, nx)`` cells at the top), about
 ``M(M+1)/2`` real matrix products per ring product — ``O(M² · min(ny,nx)³)``, independent of the

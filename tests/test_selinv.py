@@ -131,14 +131,14 @@ def test_thread_pool_is_fresh_after_fork():
     """A forked child (DataLoader workers) must not reuse the parent's pool, whose threads it does not have."""
     import multiprocessing as mp
 
-    parent = selinv._pool()
+    parent = selinv.thread_pool()
     list(parent.map(abs, [-1, 2]))
     ctx = mp.get_context("fork")
     with ctx.Pool(1) as pool:
         child_result = pool.apply_async(_pool_works_in_child).get(timeout=60)
     assert child_result == [1, 2]
-    assert selinv._pool() is parent
+    assert selinv.thread_pool() is parent
 
 
 def _pool_works_in_child():
-    return list(selinv._pool().map(abs, [-1, 2]))
+    return list(selinv.thread_pool().map(abs, [-1, 2]))

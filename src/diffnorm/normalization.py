@@ -520,9 +520,9 @@ def image_normalization(grid: Grid, steps: int, *, nodes: int | None = None, rea
         return total
 
     if ocean.sum() >= IMAGES_PARALLEL_CELLS:  # the axes are independent: a thread each (SciPy releases the GIL)
-        from .selinv import _pool
+        from .selinv import thread_pool
 
-        sx, sy = _pool().map(series, (1, 0), kappa)
+        sx, sy = thread_pool().map(series, (1, 0), kappa)
     else:
         sx, sy = series(1, kappa[0]), series(0, kappa[1])
     diag = (sx * sy) @ w  # [(I+S)^{-M}]_ii

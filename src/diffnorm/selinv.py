@@ -43,8 +43,10 @@ _POOL: dict = {}  # pid -> thread pool for the large ring products (a forked chi
 PARALLEL_FLOPS = 4e6  # products below this many flops per coefficient stay on the calling thread
 
 
-def _pool():
-    """A small thread pool, one per process: a pool inherited through fork() has no threads and would hang."""
+def thread_pool():
+    """The package's small thread pool (ring products here, the images prior's axes, the prior's exact small
+    components), one per process: a pool inherited through fork() has no threads and would hang. Tasks in it must
+    not wait on other tasks of it."""
     import os
 
     pid = os.getpid()
@@ -80,7 +82,7 @@ def ring_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         for k in range(m):
             product(k)
     else:  # the largest products last-first, so that the pool's threads finish together
-        list(_pool().map(product, range(m - 1, -1, -1)))
+        list(thread_pool().map(product, range(m - 1, -1, -1)))
     return out
 
 

@@ -111,9 +111,9 @@ def analytic_prior(grid, steps: int, exact_small: int = 0, kind: str = "analytic
     if exact_small > 0:
         small = small_components(grid, exact_small)
         if small.any():  # in the background while the prior runs (the images prior's axes take two more threads)
-            from ..selinv import _pool
+            from ..selinv import thread_pool
 
-            exact = _pool().submit(exact_on_components, grid, steps, small)
+            exact = thread_pool().submit(exact_on_components, grid, steps, small)
     with np.errstate(invalid="ignore", divide="ignore"):
         g = analytic_normalization(grid, steps) if kind == "analytic" else image_normalization(grid, steps)
     ok = grid.mask & np.isfinite(g) & (g > 0)

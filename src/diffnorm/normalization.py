@@ -256,8 +256,8 @@ def exact_normalization(grid: Grid | DiffusionOperator, steps: int | None = None
     from . import selinv
 
     g = grid.grid if isinstance(grid, DiffusionOperator) else grid
+    plan = selinv.build_plan(g.mask, bool(g.periodic_x), bool(g.periodic_y)) if algorithm != "probing" else None
     if algorithm == "auto":
-        plan = selinv.build_plan(g.mask, bool(g.periodic_x), bool(g.periodic_y))
         m = steps if steps is not None else grid.steps
         algorithm = "selinv" if plan.memory_bytes(check_steps(m)) <= SELINV_MAX_MEMORY else "probing"
     if algorithm == "probing":
@@ -276,7 +276,6 @@ def exact_normalization(grid: Grid | DiffusionOperator, steps: int | None = None
         if not error <= tol:  # never seen; NaN-safe
             return probing_normalization(op, tol=tol, block=block, check_cells=check_cells,
                                          progress=progress, return_report=return_report)
-    plan = selinv.build_plan(op.grid.mask, bool(op.grid.periodic_x), bool(op.grid.periodic_y))
     report = SelectedInversionReport(plan.max_front, int(checks.size), error, tol)
     gamma = _gamma_from_sq_norms(op, sq)
     return (gamma, report) if return_report else gamma
@@ -394,24 +393,19 @@ def _run_length(active: np.ndarray, axis: int, backward: bool, cap: int, periodi
     return np.moveaxis(d, -1, axis)
 
 
-_WALLS: dict = {}  # run lengths per ocean geometry: prediction calls the images prior on many fields of one grid
-
-
 def _wall_distances(grid: Grid, axis: int) -> tuple[np.ndarray, np.ndarray]:
     """Uncapped run lengths to the next wall forward/backward along ``axis`` for the ocean cells (cached per mask:
-    they do not depend on the diffusivities)."""
-    key = (axis, grid.shape, bool(grid.periodic_x), bool(grid.periodic_y), np.packbits(grid.mask).tobytes())
-    hit = _WALLS.get(key)
-    if hit is None:
+    they do not depend on the diffusivities, and prediction runs the images prior on many fields of one grid)."""
+    from .cache import cached
+
+    def compute():
         active = grid.active_x if axis == 1 else grid.active_y
         periodic = grid.periodic_x if axis == 1 else grid.periodic_y
         cap = 2 * grid.shape[axis] + 1
-        hit = (_run_length(active, axis, False, cap, periodic)[grid.mask],
-               _run_length(np.roll(active, 1, axis), axis, True, cap, periodic)[grid.mask])
-        if len(_WALLS) >= 8:
-            _WALLS.pop(next(iter(_WALLS)))
-        _WALLS[key] = hit
-    return hit
+        return (_run_length(active, axis, False, cap, periodic)[grid.mask],
+                _run_length(np.roll(active, 1, axis), axis, True, cap, periodic)[grid.mask])
+
+    return cached("wall_distances", grid.mask, grid.periodic_x, grid.periodic_y, compute, int(axis), keep=8)
 
 
 def _scale_free_centred(grid: Grid, axis: int) -> np.ndarray:

@@ -269,22 +269,13 @@ def _padded(size: int) -> int:
 
 
 def build_plan(mask: np.ndarray, periodic_x: bool, periodic_y: bool, leaf: int = DEFAULT_LEAF) -> Plan:
-    """Elimination tree over the ocean cells of ``mask``, batches and index maps (cached per mask)."""
-    mask = np.asarray(mask, dtype=bool)
-    key = (mask.shape, np.packbits(mask).tobytes(), bool(periodic_x), bool(periodic_y), int(leaf))
-    return _build_plan_cached(key, mask.copy())
+    """Elimination tree over the ocean cells of ``mask``, batches and index maps (cached per mask: data sets reuse
+    one mask for many diffusivity fields)."""
+    from .cache import cached
 
-
-_PLANS: dict = {}  # a few recent plans: data sets reuse one mask for many diffusivity fields
-
-
-def _build_plan_cached(key, mask: np.ndarray) -> Plan:
-    plan = _PLANS.get(key)
-    if plan is None:
-        if len(_PLANS) >= 4:
-            _PLANS.pop(next(iter(_PLANS)))
-        plan = _PLANS[key] = _make_plan(mask, key[2], key[3], key[4])
-    return plan
+    mask = np.array(mask, dtype=bool)
+    return cached("selinv_plan", mask, periodic_x, periodic_y,
+                  lambda: _make_plan(mask, bool(periodic_x), bool(periodic_y), int(leaf)), int(leaf), keep=4)
 
 
 def _make_plan(mask: np.ndarray, periodic_x: bool, periodic_y: bool, leaf: int) -> Plan:

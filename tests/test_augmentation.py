@@ -151,3 +151,17 @@ def test_augment_arrays_errors():
         augment_arrays({"a": np.zeros(3)}, "flip_x")
     with pytest.raises(ValueError, match="mask"):
         augment_and_standardize({"a": np.zeros((2, 2))}, "flip_x", Standardizer(), ["a"])
+
+
+def test_axis_pairs_of_cell_fields_trade_names_on_transposes_only():
+    rng = np.random.default_rng(0)
+    a, b = rng.random((5, 7)), rng.random((5, 7))
+    pairs = {"images_wall_x": "images_wall_y", "images_wall_y": "images_wall_x"}
+    arrays = {"images_wall_x": a, "images_wall_y": b}
+    out = augment_arrays(arrays, "transpose", {}, pairs)
+    np.testing.assert_array_equal(out["images_wall_x"], b.T)  # the old y factor now runs along x
+    np.testing.assert_array_equal(out["images_wall_y"], a.T)
+    out = augment_arrays(arrays, "rot180", {}, pairs)  # two flips: no swap, cell fields do not shift
+    np.testing.assert_array_equal(out["images_wall_x"], a[::-1, ::-1])
+    out = augment_arrays(arrays, "rot90", {}, pairs)  # one transpose inside: swapped
+    np.testing.assert_array_equal(out["images_wall_x"], augment_arrays({"f": b}, "rot90", {})["f"])

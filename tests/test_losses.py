@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffnorm.losses import masked_mse, relative_loss
+from diffnorm.losses import coast_weights, masked_mse, relative_loss
 from diffnorm.metrics import relative_error, sample_metrics
 from diffnorm.transforms.targets import TARGETS, TargetTransform
 
@@ -87,3 +87,22 @@ def test_exact_on_small_components_matches_bruteforce():
     prior = analytic_prior(grid, 6, exact_small=11)
     np.testing.assert_allclose(prior[small], ref[small], rtol=1e-10)
     np.testing.assert_allclose(prior[7, 3], np.sqrt(grid.area[7, 3]), rtol=1e-12)  # no diffusion: γ = sqrt(W)
+
+
+def test_coast_weights_by_hand():
+    mask = torch.ones(1, 1, 7, 9)
+    mask[0, 0, 3, 0] = 0  # one land cell on the west edge
+    w = coast_weights(mask, radius=2, weight=4.0)[0, 0]
+    rows, cols = torch.meshgrid(torch.arange(7), torch.arange(9), indexing="ij")
+    near = (torch.maximum((rows - 3).abs(), cols.abs()) <= 2).float()  # Chebyshev distance ≤ 2 from (3, 0)
+    torch.testing.assert_close(w, 1.0 + 4.0 * near)
+    assert torch.equal(coast_weights(torch.ones(1, 1, 4, 4), 2, 4.0), torch.ones(1, 1, 4, 4))  # no land, no weight
+
+
+def test_weighted_mask_gives_weighted_mse():
+    rng = np.random.default_rng(3)
+    pred, true = _t(rng.standard_normal((6, 8))), _t(rng.standard_normal((6, 8)))
+    mask = _t(rng.random((6, 8)) > 0.3)
+    w = coast_weights(mask, 1, 3.0).to(pred.dtype)
+    r2, m, ww = ((pred - true) ** 2).numpy(), mask.numpy(), w.numpy()
+    assert float(masked_mse(pred, true, mask * w)) == pytest.approx(float((r2 * m * ww).sum() / (m * ww).sum()))

@@ -169,3 +169,41 @@ def test_images_threaded_axes_give_the_same_result(monkeypatch):
     serial = image_normalization(g, 10)
     monkeypatch.setattr(normalization, "IMAGES_PARALLEL_CELLS", 0)
     np.testing.assert_array_equal(image_normalization(g, 10), serial)
+
+
+# -- the images prior's wall factors (CNN input channels) ---------------------------------------------------
+
+
+def test_wall_factors_zero_without_walls_and_exact_with_walls_along_one_axis():
+    from diffnorm.normalization import image_wall_factors
+
+    torus = _uniform(60, 64, 1.3, 0.7, True, True)  # periods beyond the images' reach: no wall at all
+    for f in image_wall_factors(torus, 10):
+        np.testing.assert_array_equal(f, 0.0)
+    small = _uniform(12, 16, 1.3, 0.7, True, True)  # a small torus: its periodic images, alike for every cell
+    for f in image_wall_factors(small, 10):
+        assert f[0, 0] > 0
+        np.testing.assert_allclose(f, f[0, 0], rtol=1e-12)
+    box = _uniform(60, 30, 1.3, 0.7, False, True)  # walls at the west and east ends only (a long period in y)
+    gamma = image_normalization(box, 10)
+    wx, wy = image_wall_factors(box, 10)
+    np.testing.assert_array_equal(wy, 0.0)
+    assert (wx > 0).all() and wx[0, 0] > 0.5 and wx[0, 15] < 1e-3  # ln 2-ish at the wall, 0 in the middle
+    # with walls along x only the prior is exactly the free lattice times exp(wall_x): γ² e^{wx} is constant
+    free = gamma**2 * np.exp(wx)
+    np.testing.assert_allclose(free, free[0, 15], rtol=1e-12)
+
+
+def test_wall_factors_swap_under_a_transpose_and_reuse_the_prior():
+    from diffnorm.normalization import _WALL_FACTORS, image_wall_factors
+    from diffnorm.transforms.augmentation import augment_cell_field, augment_grid
+
+    g = make_grid(periodic_x=False, seed=5)
+    image_normalization(g, 10)
+    stored = _WALL_FACTORS[g][10]
+    assert image_wall_factors(g, 10) is stored  # the prior's own numbers, not recomputed
+    wx, wy = image_wall_factors(g, 10)
+    tx, ty = image_wall_factors(augment_grid(g, "transpose"), 10)
+    np.testing.assert_allclose(tx, augment_cell_field(wy, "transpose"), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(ty, augment_cell_field(wx, "transpose"), rtol=1e-12, atol=1e-15)
+    assert image_wall_factors(g, 4) is not stored  # another M: computed for it

@@ -33,11 +33,12 @@ def tiny(tmp_path_factory):
     return root
 
 
-def _fit(root, out, epochs, ckpt_path=None, model_kwargs=SMALL, lr=3e-3, patch=8, **dm_kw):
+def _fit(root, out, epochs, ckpt_path=None, model_kwargs=SMALL, lr=3e-3, patch=8, task_kw=None, **dm_kw):
     L.seed_everything(0, workers=True)
     dm = NormalizationDataModule(str(root), channels=CHANNELS, target="log_ratio_analytic", patch_size=patch,
                                  samples_per_epoch=8, batch_size=4, augment=True, **dm_kw)
-    task = NormalizationTask("cnn", model_kwargs, channels=CHANNELS, target="log_ratio_analytic", loss="mse", lr=lr)
+    task = NormalizationTask("cnn", model_kwargs, channels=CHANNELS, target="log_ratio_analytic", loss="mse", lr=lr,
+                             **(task_kw or {}))
     best = L.pytorch.callbacks.ModelCheckpoint(dirpath=str(out), monitor="val_eps_max")
     trainer = L.Trainer(max_epochs=epochs, deterministic=True, logger=L.pytorch.loggers.CSVLogger(str(out)),
                         callbacks=[best, LatestCheckpoint(dirpath=str(out))], enable_progress_bar=False,
@@ -65,6 +66,37 @@ def test_same_seed_same_weights_and_resume(tiny, tmp_path):
     for k in sa:
         torch.testing.assert_close(sa[k], sb[k], rtol=0, atol=0)
         torch.testing.assert_close(sa[k], sc[k], rtol=1e-6, atol=1e-7)
+
+
+def test_compile_and_channels_last_train_the_same_model(tiny, tmp_path):
+    """torch.compile + channels-last only change speed: same weights as eager NCHW up to float rounding, and a
+    checkpoint with the plain model's keys (loadable by the eager model)."""
+    a, _ = _fit(tiny, tmp_path / "a", 2)
+    b, _ = _fit(tiny, tmp_path / "b", 2, task_kw={"compile": True, "channels_last": True})
+    assert "body" in vars(b.model)  # really compiled
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        # conv biases followed by batch norm have a zero gradient, so Adam turns their rounding noise into lr-sized
+        # steps (and the BN running means follow them): compare everything else
+        if not (k.endswith("conv.bias") or k.endswith("running_mean") or k.endswith("num_batches_tracked")):
+            torch.testing.assert_close(sa[k], sb[k], rtol=1e-3, atol=1e-4)
+    x = torch.randn(2, len(CHANNELS), 12, 10)
+    state = torch.load(tmp_path / "b" / "last.ckpt", weights_only=True)["state_dict"]
+    eager = NormalizationTask("cnn", SMALL, channels=CHANNELS, target="log_ratio_analytic")
+    eager.load_state_dict(state)  # the compiled run's checkpoint loads into a plain model
+    with torch.no_grad():  # batch statistics (train mode) cancel the drifting biases: the same function
+        torch.testing.assert_close(eager.train()(x), a.train()(x), rtol=1e-3, atol=1e-3)
+
+
+def test_coast_weighted_loss_trains_and_changes_the_fit(tiny, tmp_path):
+    plain, _ = _fit(tiny, tmp_path / "plain", 2)
+    weighted, trainer = _fit(tiny, tmp_path / "weighted", 2, task_kw={"coast_weight": 4.0, "coast_radius": 1})
+    rows = list(csv.DictReader(open(Path(trainer.logger.log_dir) / "metrics.csv")))
+    losses = [float(r["train_loss_epoch"]) for r in rows if r.get("train_loss_epoch")]
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    w0 = plain.model.output_layer.conv.weight
+    assert not torch.allclose(w0, weighted.model.output_layer.conv.weight)  # the weighting reached the gradients
 
 
 def test_checkpoint_loads_weights_only_and_predicts(tiny, tmp_path):

@@ -5,7 +5,8 @@
   ocean cells of the batch of ε², i.e. RMSE² of SPEC §3 for one sample. (The study's code added 1 per land
   cell, a constant offset that only diluted the gradient; here land is excluded.)
 
-Each loss is ``loss(pred, true, mask, target_transform)`` with ``(B, 1, ny, nx)`` tensors.
+Each loss is ``loss(pred, true, mask, target_transform)`` with ``(B, 1, ny, nx)`` tensors; a float ``mask``
+weights the cells (:func:`coast_weights`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,17 @@ def relative_loss(pred: torch.Tensor, true: torch.Tensor, mask: torch.Tensor, ta
         safe_pred = torch.where(m, pred, fill)
     eps = target.eps(safe_pred, safe_true)
     return masked_mean(eps**2, mask)
+
+
+def coast_weights(mask: torch.Tensor, radius: int, weight: float) -> torch.Tensor:
+    """``1 + weight`` on ocean cells within ``radius`` cells (Chebyshev distance) of a non-ocean cell of ``mask``
+    ``(B, 1, ny, nx)``, 1 elsewhere: the loss weighting that puts more of a small network's capacity on the
+    coastal cells, where the images prior is worst and every field's largest errors are. Cells outside the
+    tensor count as ocean (a patch's border is not a coast)."""
+    land = 1.0 - mask.to(torch.float32)
+    near = torch.nn.functional.max_pool2d(land, 2 * int(radius) + 1, stride=1, padding=int(radius)) \
+        if radius > 0 else land
+    return 1.0 + float(weight) * near
 
 
 def get_loss(name: str):

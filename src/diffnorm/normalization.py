@@ -20,6 +20,7 @@ rim mass, random) are recomputed by brute force and the spacing grows until they
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -495,7 +496,8 @@ def image_normalization(grid: Grid, steps: int, *, nodes: int | None = None, rea
         fwd, bwd = (np.minimum(r, cap) for r in _wall_distances(grid, axis))
         kk = k[ocean]
         z = 2.0 * t[None, :] * kk[:, None]
-        total = i0e(z)
+        free = i0e(z)
+        total = free.copy()
         cut = reach * np.sqrt(kk) + 2.0
         width = fwd + bwd + 1
         closed = (fwd < cap) & (bwd < cap)
@@ -511,18 +513,45 @@ def image_normalization(grid: Grid, steps: int, *, nodes: int | None = None, rea
             sel = np.flatnonzero(ok & (lag < cut))
             if sel.size:
                 total[sel] += _ive_integer_order(lag[sel, None], z[sel])
-        return total
+        return total, free
 
     if ocean.sum() >= IMAGES_PARALLEL_CELLS:  # the axes are independent: a thread each (SciPy releases the GIL)
         from .selinv import thread_pool
 
-        sx, sy = thread_pool().map(series, (1, 0), kappa)
+        (sx, fx), (sy, fy) = thread_pool().map(series, (1, 0), kappa)
     else:
-        sx, sy = series(1, kappa[0]), series(0, kappa[1])
+        (sx, fx), (sy, fy) = series(1, kappa[0]), series(0, kappa[1])
     diag = (sx * sy) @ w  # [(I+S)^{-M}]_ii
     gamma = np.full(ocean.shape, np.nan)
     gamma[ocean] = np.sqrt(grid.area[ocean] / diag)
+    free = (fx * fy) @ w
+    walls = []
+    for one_axis in (sx * fy, fx * sy):
+        f = np.zeros(ocean.shape)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            f[ocean] = np.log((one_axis @ w) / free)
+        walls.append(np.where(np.isfinite(f), f, 0.0))
+    _WALL_FACTORS.setdefault(grid, {})[int(steps)] = tuple(walls)
     return gamma
+
+
+#: the images prior's per-axis wall factors of the grids it last ran on (weakly keyed: they go with the grid)
+_WALL_FACTORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def image_wall_factors(grid: Grid, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(ln(v_x / v_free), ln(v_y / v_free))`` on the ocean (0 on land): how much the images prior's walls along
+    x alone, and along y alone, raise the variance ``[(I+S)^{-M}]_ii`` over the infinite lattice (0 far from
+    walls; ln 2 at a straight wall for long kernels). Input channels for a CNN that corrects the prior: they tell
+    it what the prior assumed, which is where it is most wrong (narrow gaps and diagonal coasts, whose
+    images are counted as if every wall were infinite). Taken from the last :func:`image_normalization` of this
+    very grid object (the prior is computed first on prediction, so this is free), computed otherwise."""
+    steps = check_steps(steps)
+    found = _WALL_FACTORS.get(grid, {}).get(steps)
+    if found is None:
+        image_normalization(grid, steps)
+        found = _WALL_FACTORS[grid][steps]
+    return found
 
 
 def normalize(grid: Grid, steps: int, method: str = "exact", *, samples: int = 1000,

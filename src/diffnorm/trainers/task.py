@@ -17,7 +17,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from ..losses import get_loss
+from ..losses import coast_weights, get_loss
 from ..models import build_model
 from ..transforms.inputs import STUDY_CHANNELS, InputTransform
 from ..transforms.targets import TargetTransform
@@ -44,11 +44,18 @@ class NormalizationTask(L.LightningModule):
         loss: ``"mse"`` (masked, on the standardized target) or ``"relative"`` (E[ε²], SPEC §3).
         lr, weight_decay: Adam(W); ``scheduler``: ``"none"``, ``"cosine"`` (to 1 % of lr over the run) or
             ``"onecycle"``.
+        coast_weight, coast_radius: training loss weight ``1 + coast_weight`` on ocean cells within
+            ``coast_radius`` cells of land (:func:`diffnorm.losses.coast_weights`); 0: every ocean cell alike.
+        compile: run the network through ``torch.compile`` (one graph per input shape) when fitting;
+            ``channels_last``: NHWC memory layout. Both only change speed, not the weights' meaning (the
+            checkpoint is the plain model's state dict): on the 2-core CPU together 1.8x more training steps
+            per second for the 16-filter dilated CNN (109 → 62 ms per step of 4 patches of 192x192).
     """
 
     def __init__(self, model: str = "cnn", model_kwargs: dict | None = None,
                  channels: list[str] | None = None, target: str = "gamma", loss: str = "mse",
-                 lr: float = 1e-3, weight_decay: float = 0.0, scheduler: str = "none"):
+                 lr: float = 1e-3, weight_decay: float = 0.0, scheduler: str = "none", coast_weight: float = 0.0,
+                 coast_radius: int = 2, compile: bool = False, channels_last: bool = False):
         super().__init__()
         channels = list(channels) if channels is not None else list(STUDY_CHANNELS)
         self.save_hyperparameters()
@@ -78,6 +85,18 @@ class NormalizationTask(L.LightningModule):
         self.model.periodic_x, self.model.periodic_y = dm.periodic_x, dm.periodic_y
         self.model.closed = dm.closed
         self.meta = self.build_meta(dm.steps, dm.periodic_x, dm.periodic_y, dm.shape)
+        self._speed_up()
+
+    def _speed_up(self) -> None:
+        """channels-last layout and ``torch.compile`` of the network's body (once; see the class docstring)."""
+        if self.hparams.get("channels_last"):
+            self.model.to(memory_format=torch.channels_last)
+        if self.hparams.get("compile") and "body" not in vars(self.model):
+            # an instance attribute shadowing the method: the module, its parameters and state dict stay plain
+            self.model.body = torch.compile(self.model.body, dynamic=False)
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.hparams.get("channels_last") else x
 
     def build_meta(self, steps: int, periodic_x: bool, periodic_y: bool, shape) -> dict:
         kw = dict(self.model_kwargs)
@@ -110,14 +129,17 @@ class NormalizationTask(L.LightningModule):
             dm.train_set.epoch = int(self.current_epoch)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        x = batch["x"]
+        x = self._layout(batch["x"])
         pred = self.model.body(x) if x.shape[-1] != batch["y"].shape[-1] else self.model(x)
-        loss = self.loss_fn(pred, batch["y"], batch["mask"], self.target_tf)
+        mask = batch["mask"]
+        if self.hparams.get("coast_weight"):
+            mask = mask * coast_weights(mask, self.hparams.coast_radius, self.hparams.coast_weight)
+        loss = self.loss_fn(pred, batch["y"], mask, self.target_tf)
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=x.shape[0])
         return loss
 
     def _eval_step(self, batch: dict, split: str) -> torch.Tensor:
-        pred = self.model(batch["x"])
+        pred = self.model(self._layout(batch["x"]))
         loss = self.loss_fn(pred, batch["y"], batch["mask"], self.target_tf)
         self.log(f"{split}_loss", loss, on_epoch=True, sync_dist=True, batch_size=batch["x"].shape[0])
         eps = self.target_tf.eps(pred.double(), batch["y"].double())

@@ -79,12 +79,13 @@ def augment_cell_field(a: np.ndarray, transform: str) -> np.ndarray:
 
 
 def augment_arrays(arrays: dict[str, np.ndarray], transform: str,
-                   faces: dict[str, str] | None = None) -> dict[str, np.ndarray]:
+                   faces: dict[str, str] | None = None, pairs: dict[str, str] | None = None) -> dict[str, np.ndarray]:
     """Transform named raw arrays ``(…, ny, nx)`` together.
 
     ``faces`` maps the names of face fields to their axis (default ``{"diff_x": "x", "diff_y": "y"}``):
     they shift on flips along their axis and trade names on a transpose (they must come in x/y
-    pairs then). Every other array is a cell field.
+    pairs then). Every other array is a cell field; ``pairs`` names cell fields that mean something along
+    one axis (``{"images_wall_x": "images_wall_y", ...}``, both ways): they trade names on a transpose too.
     """
     faces = dict(DEFAULT_FACES if faces is None else faces)
     for name, axis in faces.items():
@@ -113,9 +114,10 @@ def augment_arrays(arrays: dict[str, np.ndarray], transform: str,
                 new[k] = _flip(a, -2, face_axis == "y")
             else:
                 new[k] = np.swapaxes(a, -1, -2)
-        if step == "transpose" and partner:
+        if step == "transpose" and (partner or pairs):
             # the transposed y-face field is now an x-face field: it takes its partner's name
-            new = {partner.get(k, k): v for k, v in new.items()}
+            swap = {**{k: v for k, v in (pairs or {}).items() if k in out and v in out}, **partner}
+            new = {swap.get(k, k): v for k, v in new.items()}
         out = new
     return {k: np.ascontiguousarray(v) for k, v in out.items()}
 

@@ -12,6 +12,8 @@ Channels (``land`` = 0 after the transform unless said otherwise):
 | ``area_ratio_x``, ``area_ratio_y`` | ln(area'/area) on active faces |
 | ``analytic`` | log10 of the analytic γ_a (:func:`~diffnorm.transforms.targets.analytic_prior`) |
 | ``analytic_sf`` | scale-free analytic: log10(γ_a² / area) |
+| ``images_wall_x``, ``images_wall_y`` | the images prior's wall factors along x / y alone: ln(v_x / v_free), 0 in the |
+| | open ocean (:func:`~diffnorm.normalization.image_wall_factors`) |
 
 Why scale-free: with ``S = W^{-1/2} K W^{-1/2}`` one has ``γ_i² / W_i = 1 / [(I + S)^{-M}]_ii`` — γ²/W depends
 only on the ratios diff/sqrt(area·area') (and area'/area on the diagonal), so these channels plus the
@@ -28,11 +30,13 @@ import numpy as np
 from ..grid import Grid
 
 CHANNELS = ("mask", "distance", "diff_x", "diff_y", "area", "sf_diff_x", "sf_diff_y", "area_ratio_x",
-            "area_ratio_y", "analytic", "analytic_sf")
+            "area_ratio_y", "analytic", "analytic_sf", "images_wall_x", "images_wall_y")
 FIXED = ("mask", "distance")
 #: face channels and their axis (they move like diff_x/diff_y under flips and transposes)
 FACE_AXIS = {"diff_x": "x", "diff_y": "y", "sf_diff_x": "x", "sf_diff_y": "y", "area_ratio_x": "x",
              "area_ratio_y": "y"}
+#: cell channels with an axis: a transpose swaps them (flips keep them)
+CELL_AXIS_PAIRS = {"images_wall_x": "images_wall_y", "images_wall_y": "images_wall_x"}
 STUDY_CHANNELS = ("diff_x", "diff_y", "area", "mask")
 
 
@@ -90,6 +94,10 @@ def raw_channels(grid: Grid, steps: int, channels, prior: np.ndarray | None = No
             v, ok = np.log10(prior), ocean
         elif c == "analytic_sf":
             v, ok = np.log10(prior**2 / area), ocean
+        elif c in ("images_wall_x", "images_wall_y"):
+            from ..normalization import image_wall_factors
+
+            v, ok = image_wall_factors(grid, steps)[0 if c.endswith("x") else 1], ocean
         else:
             raise ValueError(f"unknown input channel {c!r}; choose from {', '.join(CHANNELS)}")
         out.append(np.where(ok, v, 0.0))

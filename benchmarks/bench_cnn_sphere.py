@@ -4,7 +4,8 @@
         --randomized-fields 5 --randomized-from data/te-sphere-study -o benchmarks/results/cnn_sphere.md
 
 SPEC §3 metrics per field against the exact γ stored in the data sets; means (± std) over fields.
-Rows: the CNN; its physics prior alone (``images``: :func:`diffnorm.normalization.image_normalization`, and
+Rows: the CNN (with the model's test-time augmentation, and without it: "cnn, no TTA"); its physics prior
+alone (``images``: :func:`diffnorm.normalization.image_normalization`, and
 "images prior + exact small": what the network corrects, with the exact γ on ocean components of at most
 ``exact_small`` cells, :meth:`TargetTransform.prior`); the analytic formula (SPEC §2); randomized N=1e4.
 Randomized N=1e4 costs about a minute per 180x360 field, so by default it runs on the first
@@ -49,15 +50,22 @@ def main() -> None:
     ap.add_argument("--randomized-from", help="data set whose first fields get the randomized method "
                     "(default: the first test directory); results are cached in OUTPUT.randomized.json")
     ap.add_argument("--samples", type=int, default=10_000)
+    ap.add_argument("--tta", default="model", choices=("model", "none", "flips"),
+                    help="test-time augmentation of the CNN row (default: the model's own setting); with flips, a "
+                         "row 'cnn, no TTA' gives the plain network beside it")
     ap.add_argument("-o", "--output", default="benchmarks/results/cnn_sphere.md")
     args = ap.parse_args()
 
     model, meta = load_model(args.model)
     tt = TargetTransform.from_dict(meta.get("target_transform") or {"kind": meta["target"]})
-    rows: dict[str, list] = {"cnn": [], "images": [], "images prior + exact small": [], "analytic": [],
-                             "randomized": [], "cnn (same fields as randomized)": []}
+    from diffnorm.transforms.augmentation import tta_transforms
+
+    with_tta = len(tta_transforms(meta.get("tta") if args.tta == "model" else args.tta)) > 1
+    rows: dict[str, list] = {"cnn": [], "cnn, no TTA": [], "images": [], "images prior + exact small": [],
+                             "analytic": [], "randomized": [], "cnn (same fields as randomized)": []}
     per_dir: dict[str, dict[str, list]] = {}
-    times: dict[str, list] = {"cnn": [], "images": [], "images prior + exact small": [], "randomized": []}
+    times: dict[str, list] = {"cnn": [], "cnn, no TTA": [], "images": [], "images prior + exact small": [],
+                              "randomized": []}
     cache = Path(args.output).with_suffix(".randomized.json")
     rdir = args.randomized_from or args.test_dirs[0]
     cached = json.loads(cache.read_text()) if cache.exists() else {}
@@ -94,10 +102,16 @@ def main() -> None:
             grid = grid_from_fields(item)
             ref = item["gamma"]
             t = time.perf_counter()
-            g = predict_gamma(model, meta, grid)
+            g = predict_gamma(model, meta, grid, tta=args.tta)
             times["cnn"].append(time.perf_counter() - t)
             mc = sample_metrics(g, ref)
             rows["cnn"].append(mc)
+            if with_tta:
+                t = time.perf_counter()
+                mn = sample_metrics(predict_gamma(model, meta, grid, tta="none"), ref)
+                times["cnn, no TTA"].append(time.perf_counter() - t)
+                rows["cnn, no TTA"].append(mn)
+                per_dir.setdefault(Path(d).name, {}).setdefault("cnn, no TTA", []).append(mn)
             t = time.perf_counter()
             gi = image_normalization(grid, item["steps"])
             times["images"].append(time.perf_counter() - t)

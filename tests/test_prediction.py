@@ -280,3 +280,41 @@ def test_training_code_exact_small_components():
     from diffnorm.normalization import bruteforce_normalization
 
     assert gamma[2, 2] == pytest.approx(bruteforce_normalization(lake, 10)[2, 2], rel=1e-8)
+
+
+@pytest.mark.parametrize("periodic_x", [False, True])
+def test_test_time_augmentation_is_the_mean_over_flipped_grids(periodic_x):
+    """TTA by hand: predict each flipped grid alone, flip γ back, geometric mean (the network's output is
+    ln γ up to the equivariant prior); the exact small components stay exact. Predictor and predict_gamma agree."""
+    from diffnorm.transforms.augmentation import FLIPS, augment_cell_field, augment_grid
+
+    grids = make_grids(2)
+    if periodic_x:
+        grids = [type(g)(g.mask, g.area, g.diff_x, g.diff_y, True, False) for g in grids]
+    model, meta, _ = _training_bundle(grids, periodic_x=periodic_x, exact_small=5, target="log_ratio_images")
+    pretrained = pytest.importorskip("diffnorm.pretrained")
+    plain = Predictor(model, meta, tta="none")
+    tta = Predictor(model, meta, tta="flips")
+    gammas = tta.predict(grids, batch_size=2)
+    for g, gamma in zip(grids, gammas, strict=True):
+        logs = [np.log(augment_cell_field(plain.predict_grid(augment_grid(g, t)), t)) for t in FLIPS]
+        by_hand = np.exp(np.mean(logs, axis=0))
+        np.testing.assert_allclose(gamma[g.mask], by_hand[g.mask], rtol=1e-6)
+        np.testing.assert_allclose(gamma[g.mask], pretrained.predict_gamma(model, meta, g, tta="flips")[g.mask],
+                                   rtol=1e-6)
+        assert np.abs(gamma[g.mask] / plain.predict_grid(g)[g.mask] - 1).max() > 1e-4  # it did change γ
+    # the model's own setting is the default; "none" is the plain network
+    assert np.allclose(Predictor(model, {**meta, "tta": "flips"}).predict_grid(grids[0])[grids[0].mask],
+                       gammas[0][grids[0].mask], rtol=1e-6)
+    np.testing.assert_array_equal(pretrained.predict_gamma(model, meta, grids[0]), plain.predict_grid(grids[0]))
+
+
+def test_test_time_augmentation_rejects_what_is_not_a_flip():
+    from diffnorm.transforms.augmentation import tta_transforms
+
+    assert tta_transforms(None) == ("identity",)
+    assert tta_transforms(["flip_x"]) == ("flip_x",)
+    with pytest.raises(ValueError, match="each its own inverse"):
+        tta_transforms(["identity", "rot90"])
+    with pytest.raises(ValueError, match="unknown test-time augmentation"):
+        tta_transforms("d4")

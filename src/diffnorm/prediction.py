@@ -90,6 +90,8 @@ class Predictor:
     device: str | None = "cpu"
     name: str = "model"
     backend: str = "torch"
+    #: test-time augmentation: "model" (the model's meta["tta"], none if absent), "none", "flips" or a list of flips
+    tta: str | list[str] | None = "model"
     _dev: object = field(default=None, init=False, repr=False)
     _session: object = field(default=None, init=False, repr=False)
     _geometry_cache: dict = field(default_factory=dict, init=False, repr=False)
@@ -154,9 +156,17 @@ class Predictor:
 
     # -- meta data ------------------------------------------------------------------------
     @classmethod
-    def load(cls, model_ref: str | os.PathLike, device: str | None = "cpu", backend: str = "torch") -> Predictor:
+    def load(cls, model_ref: str | os.PathLike, device: str | None = "cpu", backend: str = "torch",
+             tta: str | list[str] | None = "model") -> Predictor:
         model, meta = load_model(model_ref)
-        return cls(model, meta, device=device, name=str(model_ref), backend=backend)
+        return cls(model, meta, device=device, name=str(model_ref), backend=backend, tta=tta)
+
+    @property
+    def tta_transforms(self) -> tuple[str, ...]:
+        """The flips the network runs on (:func:`diffnorm.transforms.augmentation.tta_transforms`)."""
+        from .transforms.augmentation import tta_transforms
+
+        return tta_transforms(self.meta.get("tta") if self.tta == "model" else self.tta)
 
     @property
     def transforms(self) -> bool:
@@ -421,7 +431,11 @@ class Predictor:
 
     def predict(self, grids: Sequence[Grid], steps: int | None = None, batch_size: int = 8, force: bool = False,
                 names: Sequence[str] | None = None) -> list[np.ndarray]:
-        """γ for each grid (NaN on land); grids of equal shape are run through the network together."""
+        """γ for each grid (NaN on land); grids of equal shape are run through the network together (with
+        test-time augmentation, each grid's flips too: ``batch_size`` counts grids, not flips)."""
+        from .transforms.augmentation import augment_cell_field, augment_grid
+
+        transforms = self.tta_transforms
         names = list(names) if names is not None else [f"grid {k}" for k in range(len(grids))]
         ms = [self.check_grid(g, steps, where=n) for g, n in zip(grids, names, strict=True)]
         out: list[np.ndarray | None] = [None] * len(grids)
@@ -432,10 +446,18 @@ class Predictor:
             for start in range(0, len(idx), max(1, batch_size)):
                 chunk = idx[start:start + batch_size]
                 priors = [self._prior(grids[k], ms[k]) for k in chunk]
-                x = np.stack([self.inputs(grids[k], ms[k], check_range=not force, where=names[k], prior=pr)
-                              for k, pr in zip(chunk, priors, strict=True)])
-                y = self.forward(x, (px, py), np.stack([grids[k].mask for k in chunk]))
+                xs, masks = [], []
+                for k, pr in zip(chunk, priors, strict=True):
+                    for t in transforms:  # test-time augmentation: the network sees each flip of the grid
+                        g = grids[k] if t == "identity" else augment_grid(grids[k], t)
+                        p = pr if pr is None or t == "identity" else augment_cell_field(pr, t)
+                        xs.append(self.inputs(g, ms[k], check_range=not force and t == transforms[0],
+                                              where=names[k], prior=p))
+                        masks.append(g.mask)
+                y = self.forward(np.stack(xs), (px, py), np.stack(masks))
+                y = y.reshape(len(chunk), len(transforms), *y.shape[1:])
                 for k, yk, pr in zip(chunk, y, priors, strict=True):
+                    yk = np.mean([augment_cell_field(a, t) for a, t in zip(yk, transforms, strict=True)], axis=0)
                     out[k] = self.decode(yk, grids[k], ms[k], pr)
         for k, gamma in enumerate(out):
             bad = grids[k].mask & ~(np.isfinite(gamma) & (gamma > 0))

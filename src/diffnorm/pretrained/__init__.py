@@ -83,14 +83,21 @@ def load_model(ref: str | os.PathLike):
     return model_from_meta(meta, state), meta
 
 
-def predict_gamma(model, meta: dict, grid, steps: int | None = None, force: bool = False) -> np.ndarray:
+def predict_gamma(model, meta: dict, grid, steps: int | None = None, force: bool = False,
+                  tta: str | list[str] | None = "model") -> np.ndarray:
     """γ ``(ny, nx)`` (NaN on land) of a :class:`~diffnorm.grid.Grid` with a model from :func:`load_model`.
+
+    ``tta``: test-time augmentation — ``"model"`` (default: the model's ``meta["tta"]``, none if absent),
+    ``"none"``, ``"flips"`` or a list of flips (:func:`diffnorm.transforms.augmentation.tta_transforms`): the
+    network runs on each flipped grid and its outputs (the standardized log-ratio target) are averaged after
+    flipping back, so the prior and exact small components are computed once (both are exactly equivariant).
 
     Raises :class:`diffnorm.prediction.ModelMismatchError` when more than 1 % of the ocean cells have a
     standardized input beyond ±12 (inputs far outside the training data, e.g. wrong units), unless ``force``.
     """
     import torch
 
+    from ..transforms.augmentation import augment_cell_field, augment_grid, tta_transforms
     from ..transforms.inputs import InputTransform
     from ..transforms.targets import TargetTransform
 
@@ -98,6 +105,7 @@ def predict_gamma(model, meta: dict, grid, steps: int | None = None, force: bool
     it = InputTransform.from_dict(meta["input_transform"])
     tt = TargetTransform.from_dict(meta.get("target_transform") or {
         "kind": meta["target"], "mean": meta.get("target_mean", 0.0), "std": meta.get("target_std", 1.0)})
+    transforms = tta_transforms(meta.get("tta") if tta == "model" else tta)
     prior = None
     if tt.needs_prior or tt.exact_small > 0 or any(c.startswith("analytic") for c in it.channels):
         prior = tt.prior(grid, m)
@@ -112,7 +120,12 @@ def predict_gamma(model, meta: dict, grid, steps: int | None = None, force: bool
                                      f"{Z_LIMIT:g} standard deviations from the model's training data (worst "
                                      f"channel: {worst}); check the units of area/diff_x/diff_y (SPEC §1), or "
                                      "force=True")
-    x = torch.from_numpy(z)[None]
+    zs, masks = [], []
+    for t in transforms:  # the network's input for each flipped grid (the prior flips with it)
+        gt = grid if t == "identity" else augment_grid(grid, t)
+        zs.append(z if t == "identity" else it(gt, m, None if prior is None else augment_cell_field(prior, t)))
+        masks.append(gt.mask)
+    x = torch.from_numpy(np.stack(zs))
     try:
         dev = next(model.parameters()).device
     except (StopIteration, AttributeError):
@@ -120,8 +133,9 @@ def predict_gamma(model, meta: dict, grid, steps: int | None = None, force: bool
     from ..models.inference import forward_ocean
 
     with torch.inference_mode():
-        y = forward_ocean(model, x.to(dev), grid.mask)  # exact on the ocean, faster (land rows skipped)
-    y = y[0, 0].double().cpu().numpy()
+        y = forward_ocean(model, x.to(dev), np.stack(masks))  # exact on the ocean, faster (land rows skipped)
+    y = y[:, 0].double().cpu().numpy()
+    y = np.mean([augment_cell_field(yt, t) for yt, t in zip(y, transforms, strict=True)], axis=0)
     gamma = tt.inverse(y, grid.mask, prior)
     if tt.exact_small > 0:  # small components: the exact γ (prior), not the network
         fixed = tt.fixed(grid)

@@ -1,19 +1,24 @@
 """Data transforms for learning: standardization and C-grid-consistent symmetry augmentation."""
 
 from .augmentation import (
+    FLIPS,
     TRANSFORMS,
+    TTA_SETS,
     augment_and_standardize,
     augment_arrays,
     augment_cell_field,
     augment_grid,
     augment_sample,
     random_transform,
+    tta_transforms,
 )
 from .standardization import MODES, Standardizer
 
 __all__ = [
+    "FLIPS",
     "MODES",
     "TRANSFORMS",
+    "TTA_SETS",
     "Standardizer",
     "augment_and_standardize",
     "augment_arrays",
@@ -21,4 +26,5 @@ __all__ = [
     "augment_grid",
     "augment_sample",
     "random_transform",
+    "tta_transforms",
 ]

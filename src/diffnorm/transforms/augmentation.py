@@ -163,3 +163,32 @@ def augment_and_standardize(raw: dict[str, np.ndarray], transform: str, standard
     new = augment_arrays(raw, transform, faces)
     stack = np.stack([np.asarray(new[c], dtype=np.float64) for c in channels], axis=-3)
     return standardizer.transform(stack, new[mask].astype(bool))
+
+
+# -- test-time augmentation ---------------------------------------------------------------
+#: the symmetries that keep a field's shape and periodicity (what ``augment: true`` trains on)
+FLIPS: tuple[str, ...] = ("identity", "flip_x", "flip_y", "rot180")
+#: named test-time augmentation sets
+TTA_SETS: dict[str, tuple[str, ...]] = {"none": ("identity",), "flips": FLIPS}
+
+
+def tta_transforms(tta: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    """The transforms of a test-time augmentation setting: a set name (``"none"``, ``"flips"``), a list of
+    names from :data:`FLIPS`, or None (``"none"``).
+
+    Only the flips: each is its own inverse and keeps the grid's shape and periodicity, so the network pads
+    the transformed field exactly as the original (a transpose would swap a periodic longitude into y).
+    """
+    if tta is None:
+        return TTA_SETS["none"]
+    if isinstance(tta, str):
+        if tta not in TTA_SETS:
+            raise ValueError(f"unknown test-time augmentation {tta!r}; choose one of {', '.join(TTA_SETS)} or a list "
+                             f"of {', '.join(FLIPS)}")
+        return TTA_SETS[tta]
+    names = tuple(str(t) for t in tta)
+    bad = [t for t in names if t not in FLIPS]
+    if bad or not names:
+        raise ValueError(f"test-time augmentation takes transforms from {', '.join(FLIPS)} (each its own inverse, "
+                         f"keeping shape and periodicity); got {list(names)}")
+    return names

@@ -1,7 +1,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup test lint bench bench-normalization bench-generation bench-inference bench-cnn
+.PHONY: setup test lint bench bench-normalization bench-generation bench-inference bench-cnn bench-robustness
 
 setup:
 	python3 -m venv $(VENV)
@@ -33,3 +33,11 @@ bench-cnn:
 	    --randomized-fields 5 --randomized-from data/te-sphere-study \
 	    --test-dirs data/te-sphere-iso data/te-sphere-eq data/te-sphere-aniso data/te-sphere-study \
 	    -o benchmarks/results/cnn_sphere.md
+
+# needs the robustness test sets of the README's "Benchmark data" section under data/
+bench-robustness:
+	$(PY) benchmarks/bench_cnn_sphere.py --model sphere-1deg --randomized-fields 0 \
+	    --test-dirs data/ood-const1 data/ood-const4 data/ood-const8 data/ood-iso-rough data/ood-iso-smooth \
+	    data/ood-eq-smooth data/ood-coast-iso data/ood-coast-eq data/ho-iso-s8 data/ho-iso-s15 data/ho-eq-b4 \
+	    data/ho-const6 data/ho-const1.5 data/ho-iso-s5 \
+	    -o benchmarks/results/cnn_robustness.md

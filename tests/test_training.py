@@ -33,7 +33,8 @@ def tiny(tmp_path_factory):
     return root
 
 
-def _fit(root, out, epochs, ckpt_path=None, model_kwargs=SMALL, lr=3e-3, patch=8, task_kw=None, **dm_kw):
+def _fit(root, out, epochs, ckpt_path=None, model_kwargs=SMALL, lr=3e-3, patch=8, task_kw=None, trainer_kw=None,
+         **dm_kw):
     L.seed_everything(0, workers=True)
     dm = NormalizationDataModule(str(root), channels=CHANNELS, target="log_ratio_analytic", patch_size=patch,
                                  samples_per_epoch=8, batch_size=4, augment=True, **dm_kw)
@@ -42,7 +43,8 @@ def _fit(root, out, epochs, ckpt_path=None, model_kwargs=SMALL, lr=3e-3, patch=8
     best = L.pytorch.callbacks.ModelCheckpoint(dirpath=str(out), monitor="val_eps_max")
     trainer = L.Trainer(max_epochs=epochs, deterministic=True, logger=L.pytorch.loggers.CSVLogger(str(out)),
                         callbacks=[best, LatestCheckpoint(dirpath=str(out))], enable_progress_bar=False,
-                        enable_model_summary=False, log_every_n_steps=1, accelerator="cpu", devices=1)
+                        enable_model_summary=False, log_every_n_steps=1, accelerator="cpu", devices=1,
+                        **(trainer_kw or {}))
     trainer.fit(task, dm, ckpt_path=ckpt_path)
     return task, trainer
 
@@ -175,3 +177,39 @@ def test_ddp_two_cpu_processes_one_epoch(tiny, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     rows = list(csv.DictReader(open(tmp_path / "runs" / "t" / "version_0" / "metrics.csv")))
     assert any(r.get("val_eps_max") for r in rows)
+
+
+class _FakeTimer:
+    def __init__(self, elapsed, duration):
+        self.elapsed, self._duration = elapsed, duration
+
+    def time_elapsed(self, stage="train"):
+        return self.elapsed
+
+
+def test_time_aware_cosine_follows_the_clock_or_the_steps():
+    from diffnorm.trainers.task import TimeAwareCosine
+
+    plain = TimeAwareCosine(100)
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    ref = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=100, eta_min=0.01)
+    for step in range(100):  # no time limit: exactly the step-based cosine
+        assert plain(step) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-9)
+        opt.step()
+        ref.step()
+    assert plain(100) == pytest.approx(0.01)
+    half_time = TimeAwareCosine(100, _FakeTimer(elapsed=30.0, duration=60.0))
+    assert half_time(10) == pytest.approx(0.01 + 0.99 * 0.5)  # the clock is ahead of the steps: it wins
+    assert half_time(80) == pytest.approx(plain(80))  # the steps are ahead
+    assert TimeAwareCosine(100, _FakeTimer(elapsed=90.0, duration=60.0))(5) == pytest.approx(0.01)
+
+
+def test_time_aware_cosine_trains_and_its_checkpoint_loads_weights_only(tiny, tmp_path):
+    task, trainer = _fit(tiny, tmp_path, 2, task_kw={"scheduler": "cosine_time"},
+                         trainer_kw={"max_time": {"hours": 1}})
+    lr = trainer.optimizers[0].param_groups[0]["lr"]
+    assert 0 < lr < 3e-3
+    ck = torch.load(tmp_path / "last.ckpt", weights_only=True)  # no Timer object pickled with the schedule
+    assert ck["lr_schedulers"] and "time_elapsed" in str(ck["callbacks"])
+    _fit(tiny, tmp_path / "resumed", 3, ckpt_path=str(tmp_path / "last.ckpt"), task_kw={"scheduler": "cosine_time"},
+         trainer_kw={"max_time": {"hours": 1}})

@@ -36,14 +36,39 @@ def per_field_metrics(eps: torch.Tensor, mask: torch.Tensor) -> list[dict[str, f
     return rows
 
 
+class TimeAwareCosine:
+    """LR factor ``0.01 + 0.99·(1 + cos(π·p))/2`` with ``p`` the run's progress: the larger of ``step/total`` and,
+    when the trainer has a time limit (``max_time``: Lightning's ``Timer`` callback), elapsed/allowed time.
+
+    A step-based cosine with a time limit stops wherever the clock says — on a slower machine, or a busy one,
+    with the learning rate still high. Lightning's Timer keeps its elapsed time in checkpoints, so a resumed
+    run continues the same curve."""
+
+    def __init__(self, total_steps: int, timer=None):
+        self.total = max(1, int(total_steps))
+        self.timer = timer
+
+    def progress(self, step: int) -> float:
+        p = step / self.total
+        duration = getattr(self.timer, "_duration", None)
+        if duration:
+            p = max(p, self.timer.time_elapsed("train") / duration)
+        return min(max(p, 0.0), 1.0)
+
+    def __call__(self, step: int) -> float:
+        return 0.01 + 0.99 * 0.5 * (1.0 + float(np.cos(np.pi * self.progress(step))))
+
+
 class NormalizationTask(L.LightningModule):
     """Args:
         model: ``"cnn"`` or ``"unet"``; ``model_kwargs`` go to its constructor (``in_channels`` is set from
             ``channels``).
         channels, target: must equal the data module's (the CLI links them).
         loss: ``"mse"`` (masked, on the standardized target) or ``"relative"`` (E[ε²], SPEC §3).
-        lr, weight_decay: Adam(W); ``scheduler``: ``"none"``, ``"cosine"`` (to 1 % of lr over the run) or
-            ``"onecycle"``.
+        lr, weight_decay: Adam(W); ``scheduler``: ``"none"``, ``"cosine"`` (to 1 % of lr over the run's steps),
+            ``"cosine_time"`` (the same curve over whichever comes first, the steps or ``trainer.max_time``: a
+            time-limited run anneals fully on any machine, at the price of bit-reproducibility, since the
+            schedule then follows the wall clock; :class:`TimeAwareCosine`) or ``"onecycle"``.
         coast_weight, coast_radius: training loss weight ``1 + coast_weight`` on ocean cells within
             ``coast_radius`` cells of land (:func:`diffnorm.losses.coast_weights`); 0: every ocean cell alike.
         compile: run the network through ``torch.compile`` (one graph per input shape) when fitting;
@@ -177,8 +202,16 @@ class NormalizationTask(L.LightningModule):
         total = max(1, int(self.trainer.estimated_stepping_batches))
         if sched == "cosine":
             s = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total, eta_min=0.01 * self.hparams.lr)
+        elif sched == "cosine_time":
+            from lightning.pytorch.callbacks import Timer
+
+            timer = next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None)
+            factor = TimeAwareCosine(total, timer)
+            # a plain function: LambdaLR saves a callable object's __dict__ (the Timer) in checkpoints, which
+            # torch.load(weights_only=True) would then refuse
+            s = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: factor(step))
         elif sched == "onecycle":
             s = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.hparams.lr, total_steps=total)
         else:
-            raise ValueError(f"unknown scheduler {sched!r}; choose none, cosine or onecycle")
+            raise ValueError(f"unknown scheduler {sched!r}; choose none, cosine, cosine_time or onecycle")
         return {"optimizer": opt, "lr_scheduler": {"scheduler": s, "interval": "step"}}

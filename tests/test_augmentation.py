@@ -165,3 +165,34 @@ def test_axis_pairs_of_cell_fields_trade_names_on_transposes_only():
     np.testing.assert_array_equal(out["images_wall_x"], a[::-1, ::-1])
     out = augment_arrays(arrays, "rot90", {}, pairs)  # one transpose inside: swapped
     np.testing.assert_array_equal(out["images_wall_x"], augment_arrays({"f": b}, "rot90", {})["f"])
+
+
+@pytest.mark.parametrize("periodic_x", [False, True])
+def test_input_channels_of_a_transformed_grid_are_the_transformed_channels(periodic_x):
+    """What the training patches do (transform the raw channels) equals what prediction does (compute the channels
+    of the transformed grid) for every channel and symmetry — the area ratios change sign on flips along their
+    axis (they were not negated before: half the flipped training patches had the wrong sign)."""
+    from diffnorm.families import coast_geometry
+    from diffnorm.generators import generate_grid
+    from diffnorm.transforms.inputs import CELL_AXIS_PAIRS, CHANNELS, FACE_AXIS, ODD_FACE_CHANNELS, raw_channels
+
+    geo, ocean = coast_geometry((30, 44), (-80, -66), 1.0)
+    g = generate_grid(geo, ocean, "isotropic", {"min_length": 1.0, "max_length": 3.0}, seed=3, steps=10)
+    g = Grid(g.mask, g.area, g.diff_x, g.diff_y, periodic_x, False)
+    assert g.shape[0] == g.shape[1]  # square: transposes too
+    chans = list(CHANNELS)
+    x, ok = raw_channels(g, 10, chans)
+    faces = {c: a for c, a in FACE_AXIS.items() if c in chans}
+    for t in TRANSFORMS:
+        gt = augment_grid(g, t)
+        xt, okt = raw_channels(gt, 10, chans)
+        out = augment_arrays({c: x[k] for k, c in enumerate(chans)}, t, faces, CELL_AXIS_PAIRS,
+                             odd=ODD_FACE_CHANNELS)
+        valid = augment_arrays({c: ok[k] for k, c in enumerate(chans)}, t, faces, CELL_AXIS_PAIRS)
+        for k, c in enumerate(chans):
+            np.testing.assert_array_equal(valid[c], okt[k], err_msg=f"{t} {c} validity")
+            np.testing.assert_allclose(out[c][okt[k]], xt[k][okt[k]], rtol=1e-9, atol=1e-12, err_msg=f"{t} {c}")
+    # without the sign change the area ratios would not match (the test can fail)
+    wrong = augment_arrays({"area_ratio_y": x[chans.index("area_ratio_y")]}, "flip_y", faces)["area_ratio_y"]
+    right = raw_channels(augment_grid(g, "flip_y"), 10, ["area_ratio_y"])
+    assert not np.allclose(wrong[right[1][0]], right[0][0][right[1][0]])

@@ -22,7 +22,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..transforms.augmentation import TRANSFORMS, augment_arrays
-from ..transforms.inputs import CELL_AXIS_PAIRS, FACE_AXIS, STUDY_CHANNELS, InputTransform, grid_from_fields
+from ..transforms.inputs import (
+    CELL_AXIS_PAIRS,
+    FACE_AXIS,
+    ODD_FACE_CHANNELS,
+    STUDY_CHANNELS,
+    InputTransform,
+    grid_from_fields,
+)
 from ..transforms.targets import TargetTransform
 
 FLIPS = ("identity", "flip_x", "flip_y", "rot180")
@@ -107,7 +114,8 @@ class PatchDataset(Dataset):
                 # x/y face channels must come in pairs for transposes; unpaired ones keep their axis meaning
                 pairs = {c: o for c, o in CELL_AXIS_PAIRS.items() if c in chans}
                 pairs |= {"v_" + c: "v_" + o for c, o in pairs.items()}
-                out = augment_arrays(arrays, t, faces, pairs)
+                # area ratios change sign on flips along their axis (validity masks do not: no "v_" names)
+                out = augment_arrays(arrays, t, faces, pairs, odd=ODD_FACE_CHANNELS)
                 xw = np.stack([out[c] for c in chans])
                 vw = np.stack([out["v_" + c] for c in chans])
                 cells = augment_arrays({"y": y, "mask": mask}, t, {})

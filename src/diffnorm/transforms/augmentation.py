@@ -79,13 +79,16 @@ def augment_cell_field(a: np.ndarray, transform: str) -> np.ndarray:
 
 
 def augment_arrays(arrays: dict[str, np.ndarray], transform: str,
-                   faces: dict[str, str] | None = None, pairs: dict[str, str] | None = None) -> dict[str, np.ndarray]:
+                   faces: dict[str, str] | None = None, pairs: dict[str, str] | None = None,
+                   odd: frozenset[str] | set[str] | tuple[str, ...] = ()) -> dict[str, np.ndarray]:
     """Transform named raw arrays ``(…, ny, nx)`` together.
 
     ``faces`` maps the names of face fields to their axis (default ``{"diff_x": "x", "diff_y": "y"}``):
     they shift on flips along their axis and trade names on a transpose (they must come in x/y
-    pairs then). Every other array is a cell field; ``pairs`` names cell fields that mean something along
-    one axis (``{"images_wall_x": "images_wall_y", ...}``, both ways): they trade names on a transpose too.
+    pairs then). ``odd`` names face fields that are differences across the face (``ln(area′/area)``: seen
+    from the other cell, the sign changes): they also change sign on a flip along their axis. Every other
+    array is a cell field; ``pairs`` names cell fields that mean something along one axis
+    (``{"images_wall_x": "images_wall_y", ...}``, both ways): they trade names on a transpose too.
     """
     faces = dict(DEFAULT_FACES if faces is None else faces)
     for name, axis in faces.items():
@@ -110,8 +113,12 @@ def augment_arrays(arrays: dict[str, np.ndarray], transform: str,
             face_axis = axis_of.get(k)
             if step == "flip_x":
                 new[k] = _flip(a, -1, face_axis == "x")
+                if face_axis == "x" and k in odd:
+                    new[k] = -new[k]
             elif step == "flip_y":
                 new[k] = _flip(a, -2, face_axis == "y")
+                if face_axis == "y" and k in odd:
+                    new[k] = -new[k]
             else:
                 new[k] = np.swapaxes(a, -1, -2)
         if step == "transpose" and (partner or pairs):

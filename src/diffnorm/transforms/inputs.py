@@ -35,6 +35,9 @@ FIXED = ("mask", "distance")
 #: face channels and their axis (they move like diff_x/diff_y under flips and transposes)
 FACE_AXIS = {"diff_x": "x", "diff_y": "y", "sf_diff_x": "x", "sf_diff_y": "y", "area_ratio_x": "x",
              "area_ratio_y": "y"}
+#: face channels that are differences across the face (seen from the other cell they change sign): a flip along
+#: their axis negates them (:func:`diffnorm.transforms.augmentation.augment_arrays`, ``odd``)
+ODD_FACE_CHANNELS = frozenset({"area_ratio_x", "area_ratio_y"})
 #: cell channels with an axis: a transpose swaps them (flips keep them)
 CELL_AXIS_PAIRS = {"images_wall_x": "images_wall_y", "images_wall_y": "images_wall_x"}
 STUDY_CHANNELS = ("diff_x", "diff_y", "area", "mask")

@@ -137,7 +137,7 @@ def timed(fn, repeat: int = 1, warmup: bool = False):
 
 
 def onnx_predictor(p: Predictor) -> Predictor:
-    return Predictor(p.model.to("cpu"), p.meta, device="cpu", name=p.name, backend="onnxruntime")
+    return Predictor(p.model.to("cpu"), p.meta, device="cpu", name=p.name, backend="onnxruntime", tta=p.tta)
 
 
 def main() -> None:
@@ -156,6 +156,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
                         help="torch/onnxruntime thread counts to time the CNN with")
     parser.add_argument("--skip-reference", action="store_true", help="time only the CNN")
+    parser.add_argument("--tta", nargs="+", default=["none", "flips"], choices=("model", "none", "flips"),
+                        help="test-time augmentation settings to time a trained --model with (default: both)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
@@ -167,7 +169,9 @@ def main() -> None:
     predictors, trained = [], False
     if args.model:
         try:
-            predictors = [Predictor.load(args.model, device=args.device)]
+            predictors = [Predictor.load(args.model, device=args.device, tta=t) for t in args.tta]
+            for p in predictors:
+                p.name = f"{args.model}, TTA {'+'.join(p.tta_transforms)}"
             trained = True
         except Exception as exc:  # noqa: BLE001 - fall back to timing the architecture
             print(f"cannot load {args.model} ({exc}); timing untrained networks instead")

@@ -341,6 +341,40 @@ class Predictor:
     def _transform_inputs(self, grid: Grid, steps: int, prior: np.ndarray | None) -> np.ndarray:
         """The training code's input transform, with the channels that depend on the mask only (the coast
         distance) computed once per geometry."""
+        return self.input_transform.apply(*self._raw_inputs(grid, steps, prior))
+
+    def tta_inputs(self, grid: Grid, steps: int, transforms: Sequence[str], check_range: bool = True,
+                   where: str = "grid", prior: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Standardized inputs ``(T, C, ny, nx)`` of the grid's flips and their ocean masks ``(T, ny, nx)``.
+
+        The training code's channels are computed once and flipped (:func:`~diffnorm.transforms.inputs.
+        augment_channels`, equal to the flipped grid's own channels); the plain form recomputes them on each
+        flipped grid. The range check looks at the unflipped grid (the flips hold the same values)."""
+        from .transforms.augmentation import augment_cell_field, augment_grid
+
+        masks = np.stack([augment_cell_field(grid.mask, t) for t in transforms])
+        if not self.transforms:
+            xs = [self.inputs(grid if t == "identity" else augment_grid(grid, t), steps,
+                              check_range=check_range and k == 0, where=where,
+                              prior=None if prior is None or t == "identity" else augment_cell_field(prior, t))
+                  for k, t in enumerate(transforms)]
+            return np.stack(xs), masks
+        from .transforms.inputs import FIXED, augment_channels
+
+        if prior is None:
+            prior = self._prior(grid, steps)
+        raw, valid = self._raw_inputs(grid, steps, prior)
+        it = self.input_transform
+        z = it.apply(raw, valid)
+        if check_range:
+            keep = [k for k, c in enumerate(self.channels) if c not in FIXED]
+            if keep:
+                self._check_range(z[keep], grid, [self.channels[k] for k in keep], where)
+        xs = [z if t == "identity" else it.apply(*augment_channels(raw, valid, it.channels, t)) for t in transforms]
+        return np.stack(xs).astype(np.float32), masks
+
+    def _raw_inputs(self, grid: Grid, steps: int, prior: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Raw channels and validity (``InputTransform.raw``), the coast distance cached per geometry."""
         from .transforms.inputs import raw_channels
 
         it = self.input_transform
@@ -355,7 +389,7 @@ class Predictor:
             parts[c] = self._cached(("raw", c), grid, lambda c=c: tuple(a[0] for a in raw_channels(grid, steps, [c])))
         x = np.stack([parts[c][0] for c in names])
         ok = np.stack([parts[c][1] for c in names])
-        return it.apply(x, ok)
+        return x, ok
 
     def _features(self, grid: Grid, steps: int) -> dict[str, np.ndarray]:
         """Input channels; coast distances depend on the mask only and are cached per geometry (many fields
@@ -433,7 +467,7 @@ class Predictor:
                 names: Sequence[str] | None = None) -> list[np.ndarray]:
         """γ for each grid (NaN on land); grids of equal shape are run through the network together (with
         test-time augmentation, each grid's flips too: ``batch_size`` counts grids, not flips)."""
-        from .transforms.augmentation import augment_cell_field, augment_grid
+        from .transforms.augmentation import augment_cell_field
 
         transforms = self.tta_transforms
         names = list(names) if names is not None else [f"grid {k}" for k in range(len(grids))]
@@ -447,14 +481,12 @@ class Predictor:
                 chunk = idx[start:start + batch_size]
                 priors = [self._prior(grids[k], ms[k]) for k in chunk]
                 xs, masks = [], []
-                for k, pr in zip(chunk, priors, strict=True):
-                    for t in transforms:  # test-time augmentation: the network sees each flip of the grid
-                        g = grids[k] if t == "identity" else augment_grid(grids[k], t)
-                        p = pr if pr is None or t == "identity" else augment_cell_field(pr, t)
-                        xs.append(self.inputs(g, ms[k], check_range=not force and t == transforms[0],
-                                              where=names[k], prior=p))
-                        masks.append(g.mask)
-                y = self.forward(np.stack(xs), (px, py), np.stack(masks))
+                for k, pr in zip(chunk, priors, strict=True):  # test-time augmentation: each flip of the grid
+                    x, mk = self.tta_inputs(grids[k], ms[k], transforms, check_range=not force, where=names[k],
+                                            prior=pr)
+                    xs.append(x)
+                    masks.append(mk)
+                y = self.forward(np.concatenate(xs), (px, py), np.concatenate(masks))
                 y = y.reshape(len(chunk), len(transforms), *y.shape[1:])
                 for k, yk, pr in zip(chunk, y, priors, strict=True):
                     yk = np.mean([augment_cell_field(a, t) for a, t in zip(yk, transforms, strict=True)], axis=0)

@@ -22,14 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..transforms.augmentation import TRANSFORMS, augment_arrays
-from ..transforms.inputs import (
-    CELL_AXIS_PAIRS,
-    FACE_AXIS,
-    ODD_FACE_CHANNELS,
-    STUDY_CHANNELS,
-    InputTransform,
-    grid_from_fields,
-)
+from ..transforms.inputs import STUDY_CHANNELS, InputTransform, augment_channels, grid_from_fields
 from ..transforms.targets import TargetTransform
 
 FLIPS = ("identity", "flip_x", "flip_y", "rot180")
@@ -107,17 +100,7 @@ class PatchDataset(Dataset):
                                                                    or t.startswith("rot27"))]
             t = choices[int(rng.integers(len(choices)))]
             if t != "identity":
-                chans = self.input_tf.channels
-                arrays = {c: xw[k] for k, c in enumerate(chans)} | {"v_" + c: vw[k] for k, c in enumerate(chans)}
-                faces = {c: a for c, a in FACE_AXIS.items() if c in chans}
-                faces |= {"v_" + c: a for c, a in faces.items()}
-                # x/y face channels must come in pairs for transposes; unpaired ones keep their axis meaning
-                pairs = {c: o for c, o in CELL_AXIS_PAIRS.items() if c in chans}
-                pairs |= {"v_" + c: "v_" + o for c, o in pairs.items()}
-                # area ratios change sign on flips along their axis (validity masks do not: no "v_" names)
-                out = augment_arrays(arrays, t, faces, pairs, odd=ODD_FACE_CHANNELS)
-                xw = np.stack([out[c] for c in chans])
-                vw = np.stack([out["v_" + c] for c in chans])
+                xw, vw = augment_channels(xw, vw, self.input_tf.channels, t)
                 cells = augment_arrays({"y": y, "mask": mask}, t, {})
                 y, mask = cells["y"], cells["mask"]
         xw, vw = xw[:, 1:-1, 1:-1], vw[:, 1:-1, 1:-1]

@@ -90,15 +90,16 @@ def predict_gamma(model, meta: dict, grid, steps: int | None = None, force: bool
     ``tta``: test-time augmentation — ``"model"`` (default: the model's ``meta["tta"]``, none if absent),
     ``"none"``, ``"flips"`` or a list of flips (:func:`diffnorm.transforms.augmentation.tta_transforms`): the
     network runs on each flipped grid and its outputs (the standardized log-ratio target) are averaged after
-    flipping back, so the prior and exact small components are computed once (both are exactly equivariant).
+    flipping back. The prior, exact small components and input channels are computed once and flipped (they are
+    equivariant: :func:`diffnorm.transforms.inputs.augment_channels`).
 
     Raises :class:`diffnorm.prediction.ModelMismatchError` when more than 1 % of the ocean cells have a
     standardized input beyond ±12 (inputs far outside the training data, e.g. wrong units), unless ``force``.
     """
     import torch
 
-    from ..transforms.augmentation import augment_cell_field, augment_grid, tta_transforms
-    from ..transforms.inputs import InputTransform
+    from ..transforms.augmentation import augment_cell_field, tta_transforms
+    from ..transforms.inputs import InputTransform, augment_channels
     from ..transforms.targets import TargetTransform
 
     m = int(steps if steps is not None else meta["steps"])
@@ -109,7 +110,8 @@ def predict_gamma(model, meta: dict, grid, steps: int | None = None, force: bool
     prior = None
     if tt.needs_prior or tt.exact_small > 0 or any(c.startswith("analytic") for c in it.channels):
         prior = tt.prior(grid, m)
-    z = it(grid, m, prior)
+    raw, valid = it.raw(grid, m, prior)
+    z = it.apply(raw, valid)
     if not force:
         from ..prediction import Z_FRACTION, Z_LIMIT, ModelMismatchError
 
@@ -120,11 +122,9 @@ def predict_gamma(model, meta: dict, grid, steps: int | None = None, force: bool
                                      f"{Z_LIMIT:g} standard deviations from the model's training data (worst "
                                      f"channel: {worst}); check the units of area/diff_x/diff_y (SPEC §1), or "
                                      "force=True")
-    zs, masks = [], []
-    for t in transforms:  # the network's input for each flipped grid (the prior flips with it)
-        gt = grid if t == "identity" else augment_grid(grid, t)
-        zs.append(z if t == "identity" else it(gt, m, None if prior is None else augment_cell_field(prior, t)))
-        masks.append(gt.mask)
+    # the network's input for each flipped grid: its channels are the flipped channels (augment_channels)
+    zs = [z if t == "identity" else it.apply(*augment_channels(raw, valid, it.channels, t)) for t in transforms]
+    masks = [augment_cell_field(grid.mask, t) for t in transforms]
     x = torch.from_numpy(np.stack(zs))
     try:
         dev = next(model.parameters()).device

@@ -108,6 +108,23 @@ def raw_channels(grid: Grid, steps: int, channels, prior: np.ndarray | None = No
     return np.stack(out), np.stack(valid)
 
 
+def augment_channels(x: np.ndarray, valid: np.ndarray, channels, transform: str) -> tuple[np.ndarray, np.ndarray]:
+    """Raw channels ``(C, ny, nx)`` and their validity of a grid → those of the transformed grid
+    (:func:`diffnorm.transforms.augmentation.augment_grid`), without recomputing them: face channels shift and
+    trade x/y names, area ratios change sign on flips along their axis, axis-bound cell channels trade names on a
+    transpose (tested against :func:`raw_channels` of the transformed grid for every channel and symmetry)."""
+    from .augmentation import augment_arrays
+
+    channels = list(channels)
+    if transform == "identity":
+        return x, valid
+    faces = {c: a for c, a in FACE_AXIS.items() if c in channels}
+    pairs = {c: o for c, o in CELL_AXIS_PAIRS.items() if c in channels}
+    out = augment_arrays({c: x[k] for k, c in enumerate(channels)}, transform, faces, pairs, odd=ODD_FACE_CHANNELS)
+    ok = augment_arrays({c: valid[k] for k, c in enumerate(channels)}, transform, faces, pairs)
+    return np.stack([out[c] for c in channels]), np.stack([ok[c] for c in channels])
+
+
 class InputTransform:
     """Computes, standardizes and (de)serializes the input channels; see the module docstring."""
 

@@ -30,7 +30,7 @@ bench-inference:
 # needs the test data sets of the README's "Benchmark data" section under data/
 bench-cnn:
 	$(PY) benchmarks/bench_cnn_sphere.py --model sphere-1deg \
-	    --randomized-fields 5 --randomized-from data/te-sphere-study \
+	    --randomized-fields 3 --randomized-from data/te-sphere-study data/te-sphere-iso data/te-sphere-eq data/te-sphere-aniso \
 	    --test-dirs data/te-sphere-iso data/te-sphere-eq data/te-sphere-aniso data/te-sphere-study \
 	    -o benchmarks/results/cnn_sphere.md
 

@@ -1,15 +1,17 @@
 """Test metrics of a trained CNN (default: the shipped sphere-1deg) vs randomized N=1e4, the images prior and analytic.
 
     python benchmarks/bench_cnn_sphere.py --model sphere-1deg --test-dirs data/te-sphere-* \
-        --randomized-fields 5 --randomized-from data/te-sphere-study -o benchmarks/results/cnn_sphere.md
+        --randomized-fields 3 \
+        --randomized-from data/te-sphere-study data/te-sphere-iso data/te-sphere-eq data/te-sphere-aniso \
+        -o benchmarks/results/cnn_sphere.md
 
 SPEC §3 metrics per field against the exact γ stored in the data sets; means (± std) over fields.
 Rows: the CNN (with the model's test-time augmentation, and without it: "cnn, no TTA"); its physics prior
 alone (``images``: :func:`diffnorm.normalization.image_normalization`, and
 "images prior + exact small": what the network corrects, with the exact γ on ocean components of at most
 ``exact_small`` cells, :meth:`TargetTransform.prior`); the analytic formula (SPEC §2); randomized N=1e4.
-Randomized N=1e4 costs about a minute per 180x360 field, so by default it runs on the first
-``--randomized-fields`` fields only (its errors depend on N, hardly on the field: relative error of v ~ sqrt(2/N)).
+Randomized N=1e4 costs about 40 s per 180x360 field, so it runs on the first ``--randomized-fields`` fields of
+each ``--randomized-from`` data set only (its errors depend on N, hardly on the field: relative error of v ~ sqrt(2/N)).
 Its metrics are cached in OUTPUT.randomized.json with a hash of each field's inputs (mask, area, diff_x,
 diff_y, M): a field whose inputs changed is recomputed.
 """
@@ -47,7 +49,7 @@ def main() -> None:
     ap.add_argument("--test-dirs", nargs="+", required=True)
     ap.add_argument("--split", default="test")
     ap.add_argument("--randomized-fields", type=int, default=5)
-    ap.add_argument("--randomized-from", help="data set whose first fields get the randomized method "
+    ap.add_argument("--randomized-from", nargs="+", help="data sets whose first fields get the randomized method "
                     "(default: the first test directory); results are cached in OUTPUT.randomized.json")
     ap.add_argument("--samples", type=int, default=10_000)
     ap.add_argument("--tta", default="model", choices=("model", "none", "flips"),
@@ -67,28 +69,38 @@ def main() -> None:
     times: dict[str, list] = {"cnn": [], "cnn, no TTA": [], "images": [], "images prior + exact small": [],
                               "randomized": []}
     cache = Path(args.output).with_suffix(".randomized.json")
-    rdir = args.randomized_from or args.test_dirs[0]
+    rdirs = args.randomized_from or [args.test_dirs[0]]
     cached = json.loads(cache.read_text()) if cache.exists() else {}
-    if cached.get("dir") != rdir or cached.get("samples") != args.samples:
+    if cached.get("samples") != args.samples:
         cached = {}
+    known = dict(cached.get("fields", {}))  # input sha1 -> metrics and time of that field
+    for r, t in zip(cached.get("rows", []), cached.get("times", []), strict=False):  # the earlier format
+        known.setdefault(r["input_sha1"], {**r, "time_s": t})
     rrows, rtimes = [], []
-    ds = NormalizationDataset(rdir, args.split)
-    for k in range(min(args.randomized_fields, len(ds))):
-        item = ds[k]
-        key = input_hash(item)
-        old = cached.get("rows", [])[k] if k < len(cached.get("rows", [])) else None
-        if old is not None and old.get("input_sha1") == key:
-            rrows.append(old)
-            rtimes.append(cached["times"][k])
-            continue
-        t = time.perf_counter()
-        gr = randomized_normalization(grid_from_fields(item), item["steps"], samples=args.samples, seed=k)
-        rtimes.append(time.perf_counter() - t)
-        rrows.append({"path": item["path"], "input_sha1": key, **sample_metrics(gr, item["gamma"])})
-        print(f"randomized {item['path']} ({rtimes[-1]:.0f} s): {rrows[-1]}", flush=True)
+    for rdir in rdirs:
+        ds = NormalizationDataset(rdir, args.split)
+        for k in range(min(args.randomized_fields, len(ds))):
+            item = ds[k]
+            key = input_hash(item)
+            if key not in known:
+                t = time.perf_counter()
+                gr = randomized_normalization(grid_from_fields(item), item["steps"], samples=args.samples, seed=k)
+                known[key] = {"path": item["path"], "input_sha1": key, **sample_metrics(gr, item["gamma"]),
+                              "time_s": time.perf_counter() - t}
+                print(f"randomized {item['path']} ({known[key]['time_s']:.0f} s): {known[key]}", flush=True)
+                cache.parent.mkdir(parents=True, exist_ok=True)  # after every field: a long run can resume
+                tmp = cache.with_suffix(".tmp")
+                tmp.write_text(json.dumps({"samples": args.samples, "fields": known}, indent=1))
+                tmp.replace(cache)
+            row = {k2: v for k2, v in known[key].items() if k2 != "time_s"}
+            rrows.append({**row, "path": item["path"]})
+            rtimes.append(known[key]["time_s"])
     times["randomized"] = rtimes
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps({"dir": rdir, "samples": args.samples, "rows": rrows, "times": rtimes}, indent=1))
+    if rrows:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"samples": args.samples, "fields": known}, indent=1))
+        tmp.replace(cache)
     rpaths = {r["path"] for r in rrows}
     rows["randomized"] = rrows
     for d in args.test_dirs:

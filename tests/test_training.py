@@ -172,8 +172,10 @@ def test_cli_fit_and_resume(tiny, tmp_path):
 
 
 def test_ddp_two_cpu_processes_one_epoch(tiny, tmp_path):
+    """Also with the time-aware schedule, whose per-step broadcast of rank 0's clock must not deadlock."""
     cfg = _config(tmp_path, tiny)
-    r = _run_cli(["fit", "--config", str(cfg), "--trainer.strategy", "ddp", "--trainer.devices", "2"], tmp_path)
+    r = _run_cli(["fit", "--config", str(cfg), "--trainer.strategy", "ddp", "--trainer.devices", "2",
+                  "--model.scheduler", "cosine_time", "--trainer.max_time", "00:00:30:00"], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = list(csv.DictReader(open(tmp_path / "runs" / "t" / "version_0" / "metrics.csv")))
     assert any(r.get("val_eps_max") for r in rows)
@@ -202,6 +204,10 @@ def test_time_aware_cosine_follows_the_clock_or_the_steps():
     assert half_time(10) == pytest.approx(0.01 + 0.99 * 0.5)  # the clock is ahead of the steps: it wins
     assert half_time(80) == pytest.approx(plain(80))  # the steps are ahead
     assert TimeAwareCosine(100, _FakeTimer(elapsed=90.0, duration=60.0))(5) == pytest.approx(0.01)
+    # several processes: rank 0's clock for everyone
+    told = []
+    synced = TimeAwareCosine(100, _FakeTimer(elapsed=6.0, duration=60.0), lambda v, src: told.append(v) or 0.5)
+    assert synced(10) == pytest.approx(0.01 + 0.99 * 0.5) and told == [pytest.approx(0.1)]
 
 
 def test_time_aware_cosine_trains_and_its_checkpoint_loads_weights_only(tiny, tmp_path):

@@ -42,17 +42,23 @@ class TimeAwareCosine:
 
     A step-based cosine with a time limit stops wherever the clock says — on a slower machine, or a busy one,
     with the learning rate still high. Lightning's Timer keeps its elapsed time in checkpoints, so a resumed
-    run continues the same curve."""
+    run continues the same curve. With several processes (DDP) each has its own clock: ``broadcast``
+    (``trainer.strategy.broadcast``) hands every rank rank 0's time, so all take the same step and the replicas
+    stay identical (every rank steps its scheduler at the same steps, so the collective always matches)."""
 
-    def __init__(self, total_steps: int, timer=None):
+    def __init__(self, total_steps: int, timer=None, broadcast=None):
         self.total = max(1, int(total_steps))
         self.timer = timer
+        self.broadcast = broadcast
 
     def progress(self, step: int) -> float:
         p = step / self.total
         duration = getattr(self.timer, "_duration", None)
         if duration:
-            p = max(p, self.timer.time_elapsed("train") / duration)
+            elapsed = self.timer.time_elapsed("train") / duration
+            if self.broadcast is not None:
+                elapsed = float(self.broadcast(elapsed, 0))
+            p = max(p, elapsed)
         return min(max(p, 0.0), 1.0)
 
     def __call__(self, step: int) -> float:
@@ -206,7 +212,8 @@ class NormalizationTask(L.LightningModule):
             from lightning.pytorch.callbacks import Timer
 
             timer = next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None)
-            factor = TimeAwareCosine(total, timer)
+            sync = self.trainer.strategy.broadcast if self.trainer.world_size > 1 else None
+            factor = TimeAwareCosine(total, timer, sync)
             # a plain function: LambdaLR saves a callable object's __dict__ (the Timer) in checkpoints, which
             # torch.load(weights_only=True) would then refuse
             s = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: factor(step))

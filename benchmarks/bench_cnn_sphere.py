@@ -30,6 +30,7 @@ from diffnorm.datasets import NormalizationDataset
 from diffnorm.metrics import aggregate_metrics, sample_metrics
 from diffnorm.normalization import image_normalization, randomized_normalization
 from diffnorm.pretrained import load_model, predict_gamma
+from diffnorm.transforms.augmentation import TTA_CHOICES, tta_transforms
 from diffnorm.transforms.inputs import grid_from_fields
 from diffnorm.transforms.targets import TargetTransform, analytic_prior
 
@@ -43,6 +44,14 @@ def input_hash(item: dict) -> str:
     return h.hexdigest()
 
 
+def save_cache(cache: Path, samples: int, known: dict) -> None:
+    """Randomized metrics per field input hash, written atomically."""
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"samples": samples, "fields": known}, indent=1))
+    tmp.replace(cache)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="sphere-1deg")
@@ -52,7 +61,7 @@ def main() -> None:
     ap.add_argument("--randomized-from", nargs="+", help="data sets whose first fields get the randomized method "
                     "(default: the first test directory); results are cached in OUTPUT.randomized.json")
     ap.add_argument("--samples", type=int, default=10_000)
-    ap.add_argument("--tta", default="model", choices=("model", "none", "flips"),
+    ap.add_argument("--tta", default="model", choices=TTA_CHOICES,
                     help="test-time augmentation of the CNN row (default: the model's own setting); with flips, a "
                          "row 'cnn, no TTA' gives the plain network beside it")
     ap.add_argument("-o", "--output", default="benchmarks/results/cnn_sphere.md")
@@ -60,9 +69,7 @@ def main() -> None:
 
     model, meta = load_model(args.model)
     tt = TargetTransform.from_dict(meta.get("target_transform") or {"kind": meta["target"]})
-    from diffnorm.transforms.augmentation import tta_transforms
-
-    with_tta = len(tta_transforms(meta.get("tta") if args.tta == "model" else args.tta)) > 1
+    with_tta = len(tta_transforms(args.tta, meta.get("tta"))) > 1
     rows: dict[str, list] = {"cnn": [], "cnn, no TTA": [], "images": [], "images prior + exact small": [],
                              "analytic": [], "randomized": [], "cnn (same fields as randomized)": []}
     per_dir: dict[str, dict[str, list]] = {}
@@ -88,19 +95,13 @@ def main() -> None:
                 known[key] = {"path": item["path"], "input_sha1": key, **sample_metrics(gr, item["gamma"]),
                               "time_s": time.perf_counter() - t}
                 print(f"randomized {item['path']} ({known[key]['time_s']:.0f} s): {known[key]}", flush=True)
-                cache.parent.mkdir(parents=True, exist_ok=True)  # after every field: a long run can resume
-                tmp = cache.with_suffix(".tmp")
-                tmp.write_text(json.dumps({"samples": args.samples, "fields": known}, indent=1))
-                tmp.replace(cache)
+                save_cache(cache, args.samples, known)  # after every field: a long run can resume
             row = {k2: v for k2, v in known[key].items() if k2 != "time_s"}
             rrows.append({**row, "path": item["path"]})
             rtimes.append(known[key]["time_s"])
     times["randomized"] = rtimes
-    if rrows:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"samples": args.samples, "fields": known}, indent=1))
-        tmp.replace(cache)
+    if rrows and "fields" not in cached:  # an earlier format read: store it in the new one
+        save_cache(cache, args.samples, known)
     rpaths = {r["path"] for r in rrows}
     rows["randomized"] = rrows
     for d in args.test_dirs:

@@ -38,6 +38,7 @@ from diffnorm.metrics import sample_metrics
 from diffnorm.normalization import exact_normalization, randomized_normalization
 from diffnorm.prediction import Predictor
 from diffnorm.transforms import Standardizer
+from diffnorm.transforms.augmentation import TTA_CHOICES
 
 LAST_CPU = [0.0]  # CPU time (all threads) of the last timed() call: not inflated by other people's jobs
 BEST = True  # report the fastest of the repeats: the CPU is shared, slower runs measure other people's jobs
@@ -156,7 +157,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
                         help="torch/onnxruntime thread counts to time the CNN with")
     parser.add_argument("--skip-reference", action="store_true", help="time only the CNN")
-    parser.add_argument("--tta", nargs="+", default=["none", "flips"], choices=("model", "none", "flips"),
+    parser.add_argument("--tta", nargs="+", default=["none", "flips"], choices=TTA_CHOICES,
                         help="test-time augmentation settings to time a trained --model with (default: both)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()

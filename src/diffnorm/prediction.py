@@ -166,7 +166,7 @@ class Predictor:
         """The flips the network runs on (:func:`diffnorm.transforms.augmentation.tta_transforms`)."""
         from .transforms.augmentation import tta_transforms
 
-        return tta_transforms(self.meta.get("tta") if self.tta == "model" else self.tta)
+        return tta_transforms(self.tta, self.meta.get("tta"))
 
     @property
     def transforms(self) -> bool:
@@ -359,19 +359,18 @@ class Predictor:
                               prior=None if prior is None or t == "identity" else augment_cell_field(prior, t))
                   for k, t in enumerate(transforms)]
             return np.stack(xs), masks
-        from .transforms.inputs import FIXED, augment_channels
+        from .transforms.inputs import FIXED
 
         if prior is None:
             prior = self._prior(grid, steps)
         raw, valid = self._raw_inputs(grid, steps, prior)
         it = self.input_transform
-        z = it.apply(raw, valid)
-        if check_range:
+        xs = it.flipped(raw, valid, transforms)
+        if check_range:  # the flips hold the same values: check the first
             keep = [k for k, c in enumerate(self.channels) if c not in FIXED]
             if keep:
-                self._check_range(z[keep], grid, [self.channels[k] for k in keep], where)
-        xs = [z if t == "identity" else it.apply(*augment_channels(raw, valid, it.channels, t)) for t in transforms]
-        return np.stack(xs).astype(np.float32), masks
+                self._check_range(xs[0][keep], grid, [self.channels[k] for k in keep], where)
+        return xs.astype(np.float32), masks
 
     def _raw_inputs(self, grid: Grid, steps: int, prior: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """Raw channels and validity (``InputTransform.raw``), the coast distance cached per geometry."""
@@ -467,7 +466,7 @@ class Predictor:
                 names: Sequence[str] | None = None) -> list[np.ndarray]:
         """γ for each grid (NaN on land); grids of equal shape are run through the network together (with
         test-time augmentation, each grid's flips too: ``batch_size`` counts grids, not flips)."""
-        from .transforms.augmentation import augment_cell_field
+        from .transforms.augmentation import tta_mean
 
         transforms = self.tta_transforms
         names = list(names) if names is not None else [f"grid {k}" for k in range(len(grids))]
@@ -489,8 +488,7 @@ class Predictor:
                 y = self.forward(np.concatenate(xs), (px, py), np.concatenate(masks))
                 y = y.reshape(len(chunk), len(transforms), *y.shape[1:])
                 for k, yk, pr in zip(chunk, y, priors, strict=True):
-                    yk = np.mean([augment_cell_field(a, t) for a, t in zip(yk, transforms, strict=True)], axis=0)
-                    out[k] = self.decode(yk, grids[k], ms[k], pr)
+                    out[k] = self.decode(tta_mean(yk, transforms), grids[k], ms[k], pr)
         for k, gamma in enumerate(out):
             bad = grids[k].mask & ~(np.isfinite(gamma) & (gamma > 0))
             if bad.any():

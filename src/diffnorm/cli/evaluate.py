@@ -14,6 +14,7 @@ def _device_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for the network (default: PyTorch's choice); on a busy shared machine 1 thread "
                         "can be several times faster than oversubscribed cores")
+    # = diffnorm.transforms.augmentation.TTA_CHOICES, spelled out: importing it costs 0.4 s at every start-up
     p.add_argument("--tta", choices=("model", "none", "flips"), default="model",
                    help="test-time augmentation: average the network over the grid's flips (x, y, 180°; 4x the "
                         "network's time, smaller errors); 'model' (default) does what the model's meta data says "

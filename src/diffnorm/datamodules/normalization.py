@@ -21,11 +21,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..transforms.augmentation import TRANSFORMS, augment_arrays
+from ..transforms.augmentation import FLIPS, TRANSFORMS, augment_arrays
 from ..transforms.inputs import STUDY_CHANNELS, InputTransform, augment_channels, grid_from_fields
 from ..transforms.targets import TargetTransform
-
-FLIPS = ("identity", "flip_x", "flip_y", "rot180")
 
 
 class Field:

@@ -98,20 +98,21 @@ def predict_gamma(model, meta: dict, grid, steps: int | None = None, force: bool
     """
     import torch
 
-    from ..transforms.augmentation import augment_cell_field, tta_transforms
-    from ..transforms.inputs import InputTransform, augment_channels
+    from ..transforms.augmentation import augment_cell_field, tta_mean, tta_transforms
+    from ..transforms.inputs import InputTransform
     from ..transforms.targets import TargetTransform
 
     m = int(steps if steps is not None else meta["steps"])
     it = InputTransform.from_dict(meta["input_transform"])
     tt = TargetTransform.from_dict(meta.get("target_transform") or {
         "kind": meta["target"], "mean": meta.get("target_mean", 0.0), "std": meta.get("target_std", 1.0)})
-    transforms = tta_transforms(meta.get("tta") if tta == "model" else tta)
+    transforms = tta_transforms(tta, meta.get("tta"))
     prior = None
     if tt.needs_prior or tt.exact_small > 0 or any(c.startswith("analytic") for c in it.channels):
         prior = tt.prior(grid, m)
     raw, valid = it.raw(grid, m, prior)
-    z = it.apply(raw, valid)
+    x = it.flipped(raw, valid, transforms)  # the network's input for each flipped grid
+    z = x[list(transforms).index("identity")] if "identity" in transforms else it.apply(raw, valid)
     if not force:
         from ..prediction import Z_FRACTION, Z_LIMIT, ModelMismatchError
 
@@ -122,10 +123,8 @@ def predict_gamma(model, meta: dict, grid, steps: int | None = None, force: bool
                                      f"{Z_LIMIT:g} standard deviations from the model's training data (worst "
                                      f"channel: {worst}); check the units of area/diff_x/diff_y (SPEC §1), or "
                                      "force=True")
-    # the network's input for each flipped grid: its channels are the flipped channels (augment_channels)
-    zs = [z if t == "identity" else it.apply(*augment_channels(raw, valid, it.channels, t)) for t in transforms]
     masks = [augment_cell_field(grid.mask, t) for t in transforms]
-    x = torch.from_numpy(np.stack(zs))
+    x = torch.from_numpy(x)
     try:
         dev = next(model.parameters()).device
     except (StopIteration, AttributeError):
@@ -135,7 +134,7 @@ def predict_gamma(model, meta: dict, grid, steps: int | None = None, force: bool
     with torch.inference_mode():
         y = forward_ocean(model, x.to(dev), np.stack(masks))  # exact on the ocean, faster (land rows skipped)
     y = y[:, 0].double().cpu().numpy()
-    y = np.mean([augment_cell_field(yt, t) for yt, t in zip(y, transforms, strict=True)], axis=0)
+    y = tta_mean(y, transforms)
     gamma = tt.inverse(y, grid.mask, prior)
     if tt.exact_small > 0:  # small components: the exact γ (prior), not the network
         fixed = tt.fixed(grid)

@@ -3,6 +3,7 @@
 from .augmentation import (
     FLIPS,
     TRANSFORMS,
+    TTA_CHOICES,
     TTA_SETS,
     augment_and_standardize,
     augment_arrays,
@@ -10,6 +11,7 @@ from .augmentation import (
     augment_grid,
     augment_sample,
     random_transform,
+    tta_mean,
     tta_transforms,
 )
 from .standardization import MODES, Standardizer
@@ -18,6 +20,7 @@ __all__ = [
     "FLIPS",
     "MODES",
     "TRANSFORMS",
+    "TTA_CHOICES",
     "TTA_SETS",
     "Standardizer",
     "augment_and_standardize",
@@ -26,5 +29,6 @@ __all__ = [
     "augment_grid",
     "augment_sample",
     "random_transform",
+    "tta_mean",
     "tta_transforms",
 ]

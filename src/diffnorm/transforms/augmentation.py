@@ -111,13 +111,10 @@ def augment_arrays(arrays: dict[str, np.ndarray], transform: str,
         new = {}
         for k, a in out.items():
             face_axis = axis_of.get(k)
-            if step == "flip_x":
-                new[k] = _flip(a, -1, face_axis == "x")
-                if face_axis == "x" and k in odd:
-                    new[k] = -new[k]
-            elif step == "flip_y":
-                new[k] = _flip(a, -2, face_axis == "y")
-                if face_axis == "y" and k in odd:
+            if step in ("flip_x", "flip_y"):
+                along = face_axis == step[-1]  # a face field on the mirrored axis: shifts, and odd ones negate
+                new[k] = _flip(a, -1 if step == "flip_x" else -2, along)
+                if along and k in odd:
                     new[k] = -new[k]
             else:
                 new[k] = np.swapaxes(a, -1, -2)
@@ -177,15 +174,20 @@ def augment_and_standardize(raw: dict[str, np.ndarray], transform: str, standard
 FLIPS: tuple[str, ...] = ("identity", "flip_x", "flip_y", "rot180")
 #: named test-time augmentation sets
 TTA_SETS: dict[str, tuple[str, ...]] = {"none": ("identity",), "flips": FLIPS}
+#: what the command line takes: "model" (the model's own setting) or a set name
+TTA_CHOICES: tuple[str, ...] = ("model", *TTA_SETS)
 
 
-def tta_transforms(tta: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+def tta_transforms(tta: str | list[str] | tuple[str, ...] | None, model_tta=None) -> tuple[str, ...]:
     """The transforms of a test-time augmentation setting: a set name (``"none"``, ``"flips"``), a list of
-    names from :data:`FLIPS`, or None (``"none"``).
+    names from :data:`FLIPS`, None (``"none"``) or ``"model"``: the model's own setting ``model_tta`` (its meta
+    data's ``"tta"``; none if absent).
 
     Only the flips: each is its own inverse and keeps the grid's shape and periodicity, so the network pads
     the transformed field exactly as the original (a transpose would swap a periodic longitude into y).
     """
+    if tta == "model":
+        tta = model_tta
     if tta is None:
         return TTA_SETS["none"]
     if isinstance(tta, str):
@@ -199,3 +201,9 @@ def tta_transforms(tta: str | list[str] | tuple[str, ...] | None) -> tuple[str, 
         raise ValueError(f"test-time augmentation takes transforms from {', '.join(FLIPS)} (each its own inverse, "
                          f"keeping shape and periodicity); got {list(names)}")
     return names
+
+
+def tta_mean(outputs: np.ndarray, transforms) -> np.ndarray:
+    """Mean of the network outputs ``(T, ny, nx)`` on the flipped grids, each flipped back first (the flips are
+    their own inverses)."""
+    return np.mean([augment_cell_field(a, t) for a, t in zip(outputs, transforms, strict=True)], axis=0)

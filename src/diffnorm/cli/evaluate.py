@@ -18,7 +18,7 @@ def _device_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", choices=("model", "none", "flips"), default="model",
                    help="test-time augmentation: average the network over the grid's flips (x, y, 180°; 4x the "
                         "network's time, smaller errors); 'model' (default) does what the model's meta data says "
-                        "(sphere-1deg: flips)")
+                        "(the shipped models: none)")
 
 
 def _with_threads(fn):
@@ -69,7 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     cmp_.set_defaults(func=_with_threads(_compare))
 
     pr = sub.add_parser("predict", help="γ of new grid files with a trained network (SPEC §4 output)")
-    pr.add_argument("model", help="checkpoint path or shipped model name (e.g. sphere-1deg)")
+    pr.add_argument("model", help="checkpoint path or shipped model name (sphere-1deg, sphere-1deg-fast)")
     pr.add_argument("grids", nargs="+", help="SPEC §4 grid files")
     pr.add_argument("--steps", type=int, default=None,
                     help="M the diffusivities are for; must match the model (default: the grid's 'steps' "

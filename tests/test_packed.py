@@ -1,0 +1,71 @@
+"""benchmarks/pack_fields.py + train_packed.py: training from one .npz on machines without NetCDF/Dask."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from diffnorm.datamodules import NormalizationDataModule
+from diffnorm.generation import DatasetConfig, generate_dataset
+from diffnorm.pretrained import load_model
+
+ROOT = Path(__file__).parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+pack_fields = pytest.importorskip("pack_fields")
+train_packed = pytest.importorskip("train_packed")
+
+DATA = {"channels": ["mask", "distance", "sf_diff_x", "sf_diff_y", "area_ratio_y", "analytic_sf"],
+        "target": "log_ratio_images", "patch_size": 8, "samples_per_epoch": 8, "batch_size": 4, "augment": True,
+        "exact_small": 10}
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("packed")
+    cfg = DatasetConfig(family="coast", family_params={"lat_range": [30, 42], "lon_range": [-80, -64], "res": 1.0},
+                        generator="isotropic", generator_params={"min_length": 1.0, "max_length": 3.0}, steps=4,
+                        seed=3, splits={"train": 2, "val": 1, "test": 0})
+    generate_dataset(tmp / "d", cfg, scheduler="synchronous", progress=False)
+    config = tmp / "cfg.yaml"
+    config.write_text(yaml.safe_dump({
+        "seed_everything": 0,
+        "trainer": {"max_epochs": 2, "enable_progress_bar": False, "accelerator": "cpu",
+                    "logger": [{"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "r"}}]},
+        "model": {"model": "cnn", "model_kwargs": {"filters": 4, "blocks": 1, "skip": "v2"}, "lr": 1e-3},
+        "data": {"data_dirs": [str(tmp / "d")], **DATA}}))
+    pack_fields.pack(str(config), str(tmp / "fields.npz"))
+    return tmp, config
+
+
+def test_packed_fields_equal_the_data_set_to_float32(packed):
+    tmp, _ = packed
+    ref = NormalizationDataModule(str(tmp / "d"), **DATA)
+    new = train_packed.PackedDataModule(str(tmp / "fields.npz"), data_dirs=["unused"], **DATA)
+    for dm in (ref, new):
+        dm.setup("fit")
+    assert [len(ref.fields[s]) for s in ("train", "val")] == [len(new.fields[s]) for s in ("train", "val")] == [2, 1]
+    for a, b in zip(ref.fields["train"] + ref.fields["val"], new.fields["train"] + new.fields["val"], strict=True):
+        np.testing.assert_array_equal(a.mask, b.mask)
+        np.testing.assert_array_equal(a.valid, b.valid)
+        np.testing.assert_allclose(b.x, a.x, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(b.y[a.mask], a.y[a.mask], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(new.input_transform.mean, ref.input_transform.mean, rtol=1e-6, atol=1e-7)
+
+
+def test_train_packed_writes_a_checkpoint_that_loads_weights_only(packed, monkeypatch):
+    tmp, config = packed
+    monkeypatch.chdir(tmp)
+    out = tmp / "run"
+    monkeypatch.setattr(sys, "argv", ["train_packed", str(config), str(tmp / "fields.npz"), str(out),
+                                      "--workers", "1"])
+    train_packed.main()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 4 and summary["epochs"] == 2 and summary["device"] == "cpu"
+    assert torch.load(out / "last.ckpt", weights_only=True)["global_step"] == 4
+    model, meta = load_model(out / "last.ckpt")
+    assert meta["channels"] == DATA["channels"] and meta["target"] == "log_ratio_images"
+    assert (out / "metrics.csv").read_text().count("val_eps_mean") == 1

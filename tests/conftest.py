@@ -33,6 +33,17 @@ def dense_gamma(grid: Grid, steps: int) -> np.ndarray:
     return grid.to_field(1.0 / np.sqrt(np.diag(V)))
 
 
+def make_tiny_dataset(root, seed: int = 0, splits: dict | None = None):
+    """A data set of 12 x 16 fields of real coast (lat 30-42, lon -80..-64 at 1°), isotropic ℓ 1-3 cells, M = 4."""
+    from diffnorm.generation import DatasetConfig, generate_dataset
+
+    cfg = DatasetConfig(family="coast", family_params={"lat_range": [30, 42], "lon_range": [-80, -64], "res": 1.0},
+                        generator="isotropic", generator_params={"min_length": 1.0, "max_length": 3.0}, steps=4,
+                        seed=seed, splits=splits or {"train": 3, "val": 1, "test": 1})
+    generate_dataset(root, cfg, scheduler="synchronous", progress=False)
+    return root
+
+
 PERIODIC_CASES = [(False, False), (True, False), (False, True), (True, True)]
 
 

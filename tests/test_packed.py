@@ -10,8 +10,8 @@ import torch
 import yaml
 
 from diffnorm.datamodules import NormalizationDataModule
-from diffnorm.generation import DatasetConfig, generate_dataset
 from diffnorm.pretrained import load_model
+from tests.conftest import make_tiny_dataset
 
 ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -26,10 +26,7 @@ DATA = {"channels": ["mask", "distance", "sf_diff_x", "sf_diff_y", "area_ratio_y
 @pytest.fixture(scope="module")
 def packed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("packed")
-    cfg = DatasetConfig(family="coast", family_params={"lat_range": [30, 42], "lon_range": [-80, -64], "res": 1.0},
-                        generator="isotropic", generator_params={"min_length": 1.0, "max_length": 3.0}, steps=4,
-                        seed=3, splits={"train": 2, "val": 1, "test": 0})
-    generate_dataset(tmp / "d", cfg, scheduler="synchronous", progress=False)
+    make_tiny_dataset(tmp / "d", seed=3, splits={"train": 2, "val": 1, "test": 0})
     config = tmp / "cfg.yaml"
     config.write_text(yaml.safe_dump({
         "seed_everything": 0,

@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from diffnorm.datamodules import NormalizationDataModule
-from diffnorm.generation import DatasetConfig, generate_dataset
 from diffnorm.metrics import sample_metrics
 from diffnorm.pretrained import export_checkpoint, load_model, predict_gamma
 from diffnorm.trainers import NormalizationTask
 from diffnorm.trainers.cli import LatestCheckpoint
 from diffnorm.transforms.inputs import grid_from_fields
+from tests.conftest import make_tiny_dataset
 
 CHANNELS = ["mask", "distance", "sf_diff_x", "sf_diff_y", "analytic_sf"]
 SMALL = {"filters": 8, "blocks": 2, "skip": "v2"}
@@ -25,12 +25,7 @@ SMALL = {"filters": 8, "blocks": 2, "skip": "v2"}
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    cfg = DatasetConfig(family="coast", family_params={"lat_range": [30, 42], "lon_range": [-80, -64], "res": 1.0},
-                        generator="isotropic", generator_params={"min_length": 1.0, "max_length": 3.0}, steps=4,
-                        seed=0, splits={"train": 3, "val": 1, "test": 1})
-    generate_dataset(root, cfg, scheduler="synchronous", progress=False)
-    return root
+    return make_tiny_dataset(tmp_path_factory.mktemp("tiny"))
 
 
 def _fit(root, out, epochs, ckpt_path=None, model_kwargs=SMALL, lr=3e-3, patch=8, task_kw=None, trainer_kw=None,

@@ -18,7 +18,7 @@ def _device_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", choices=("model", "none", "flips"), default="model",
                    help="test-time augmentation: average the network over the grid's flips (x, y, 180°; 4x the "
                         "network's time, smaller errors); 'model' (default) does what the model's meta data says "
-                        "(the shipped models: none)")
+                        "(sphere-1deg: flips, sphere-1deg-fast: none)")
 
 
 def _with_threads(fn):

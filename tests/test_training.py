@@ -216,47 +216,28 @@ def test_time_aware_cosine_trains_and_its_checkpoint_loads_weights_only(tiny, tm
          trainer_kw={"max_time": {"hours": 1}})
 
 
-def _patch_by_hand(ds, i):
-    """The reference: crop the padded raw window, transform it, trim the extra cell, standardize."""
-    from diffnorm.transforms.augmentation import augment_arrays
-    from diffnorm.transforms.inputs import augment_channels
-
-    rng = np.random.default_rng([ds.seed, ds.epoch, int(i)])
-    f = ds.fields[int(rng.integers(len(ds.fields)))]
-    ny, nx = f.shape
-    ph, pw = min(ds.patch, ny), min(ds.patch, nx)
-    j0, i0 = int(rng.integers(ny - ph + 1)), int(rng.integers(nx - pw + 1))
-    m = ds.margin + 1
-    x, valid = f.padded(m, ds.closed)
-    xw, vw = x[:, j0:j0 + ph + 2 * m, i0:i0 + pw + 2 * m], valid[:, j0:j0 + ph + 2 * m, i0:i0 + pw + 2 * m]
-    y, mask = f.y[j0:j0 + ph, i0:i0 + pw], f.mask[j0:j0 + ph, i0:i0 + pw]
-    choices = ds._choices(ny, nx)
-    t = choices[int(rng.integers(len(choices)))]
-    xw, vw = augment_channels(xw, vw, ds.input_tf.channels, t)
-    cells = augment_arrays({"y": y, "mask": mask}, t, {})
-    ys = np.where(cells["mask"], (cells["y"] - ds.target_tf.mean) / ds.target_tf.std, 0.0)
-    return ds.input_tf.apply(xw[:, 1:-1, 1:-1], vw[:, 1:-1, 1:-1]), ys.astype(np.float32), cells["mask"]
-
-
 @pytest.mark.parametrize("augment,patch", [(True, 8), (["identity", "rot90", "transpose", "rot270", "antitranspose",
                                                         "flip_x", "flip_y", "rot180"], 8), (True, 11)])
 def test_patches_from_transformed_fields_equal_transformed_windows(tiny, augment, patch):
+    """The cached slices against the per-window path (crop the raw window, transform it, standardize)."""
     channels = CHANNELS + ["area_ratio_x", "area_ratio_y"]  # odd face channels: negated on flips along their axis
-    dm = NormalizationDataModule(str(tiny), channels=channels, target="log_ratio_images", patch_size=patch,
-                                 samples_per_epoch=40, batch_size=4, augment=augment, margin=3)
-    dm.setup("fit")
-    ds = dm.train_dataloader().dataset
+    dms = [NormalizationDataModule(str(tiny), channels=channels, target="log_ratio_images", patch_size=patch,
+                                   samples_per_epoch=40, batch_size=4, augment=augment, margin=3, cache_patches=c)
+           for c in (True, False)]
+    for dm in dms:
+        dm.setup("fit")
+    ds, ref = (dm.train_dataloader().dataset for dm in dms)
+    assert ds.cache and not ref.cache
     seen = set()
     for epoch in (0, 1):
-        ds.epoch = epoch
+        ds.epoch = ref.epoch = epoch
         for i in range(len(ds)):
-            item = ds[i]
-            x, y, mask = _patch_by_hand(ds, i)
+            item, expected = ds[i], ref[i]
             assert item["x"].shape == (len(channels), patch + 6, patch + 6)
-            np.testing.assert_array_equal(item["x"].numpy(), x)
-            np.testing.assert_array_equal(item["y"][0].numpy(), y)
-            np.testing.assert_array_equal(item["mask"][0].numpy(), mask)
+            for key in ("x", "y", "mask"):
+                np.testing.assert_array_equal(item[key].numpy(), expected[key].numpy())
         seen |= {t for (_, t) in ds._ready}
+    assert not ref._ready
     assert len(seen) == (8 if isinstance(augment, list) else 4)  # every transform was drawn and checked
 
 

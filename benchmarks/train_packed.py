@@ -60,13 +60,6 @@ class PackedDataModule(NormalizationDataModule):
         self.steps = out[0].steps
         return out
 
-    def train_dataloader(self):
-        loader = super().train_dataloader()  # with workers: fields transformed and standardized before they fork
-        if self.num_workers:
-            loader = torch.utils.data.DataLoader(loader.dataset, batch_size=self.batch_size, shuffle=False,
-                                                 num_workers=self.num_workers, pin_memory=torch.cuda.is_available())
-        return loader
-
 
 def time_forward(task: NormalizationTask, dm: PackedDataModule, repeat: int = 20) -> dict:
     """Milliseconds of the trained network's forward pass on one whole validation field (batch 1, and batch 4:

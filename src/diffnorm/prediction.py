@@ -370,7 +370,7 @@ class Predictor:
             keep = [k for k, c in enumerate(self.channels) if c not in FIXED]
             if keep:
                 self._check_range(xs[0][keep], grid, [self.channels[k] for k in keep], where)
-        return xs.astype(np.float32), masks
+        return xs, masks  # float32 (InputTransform.apply)
 
     def _raw_inputs(self, grid: Grid, steps: int, prior: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """Raw channels and validity (``InputTransform.raw``), the coast distance cached per geometry."""

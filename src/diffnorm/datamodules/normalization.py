@@ -111,15 +111,18 @@ class PatchDataset(Dataset):
         """Field ``k`` under transform ``t``: standardized padded inputs (margin + 1), standardized target, mask."""
         if (k, t) not in self._ready:
             f = self.fields[k]
-            x, valid = f.padded(self.margin + 1, self.closed)
-            y, mask = f.y, f.mask
-            if t != "identity":
-                x, valid = augment_channels(x, valid, self.input_tf.channels, t)
-                cells = augment_arrays({"y": y, "mask": mask}, t, {})
-                y, mask = cells["y"], cells["mask"]
-            ys = np.where(mask, (y - self.target_tf.mean) / self.target_tf.std, 0.0).astype(np.float32)
-            self._ready[(k, t)] = (self.input_tf.apply(x, valid), ys, np.ascontiguousarray(mask))
+            x, ys, mask = self._standardized(*f.padded(self.margin + 1, self.closed), f.y, f.mask, t)
+            self._ready[(k, t)] = (x, ys, np.ascontiguousarray(mask))
         return self._ready[(k, t)]
+
+    def _standardized(self, x, valid, y, mask, t: str):
+        """Raw channels + validity and target + mask (of a field or a window) → transformed, standardized."""
+        if t != "identity":
+            x, valid = augment_channels(x, valid, self.input_tf.channels, t)
+            cells = augment_arrays({"y": y, "mask": mask}, t, {})
+            y, mask = cells["y"], cells["mask"]
+        ys = np.where(mask, (y - self.target_tf.mean) / self.target_tf.std, 0.0).astype(np.float32)
+        return self.input_tf.apply(x, valid), ys, mask
 
     def precompute(self) -> None:
         for k in range(len(self.fields)):
@@ -159,14 +162,10 @@ class PatchDataset(Dataset):
         """One patch without the cache: crop the padded raw window, transform it, trim the extra cell, standardize."""
         f, m = self.fields[k], self.margin + 1
         x, valid = f.padded(m, self.closed)
-        x, valid = x[:, j0:j0 + ph + 2 * m, i0:i0 + pw + 2 * m], valid[:, j0:j0 + ph + 2 * m, i0:i0 + pw + 2 * m]
-        y, mask = f.y[j0:j0 + ph, i0:i0 + pw], f.mask[j0:j0 + ph, i0:i0 + pw]
-        if t != "identity":
-            x, valid = augment_channels(x, valid, self.input_tf.channels, t)
-            cells = augment_arrays({"y": y, "mask": mask}, t, {})
-            y, mask = cells["y"], cells["mask"]
-        ys = np.where(mask, (y - self.target_tf.mean) / self.target_tf.std, 0.0).astype(np.float32)
-        return self.input_tf.apply(x[:, 1:-1, 1:-1], valid[:, 1:-1, 1:-1]), ys, mask
+        win = (slice(None), slice(j0, j0 + ph + 2 * m), slice(i0, i0 + pw + 2 * m))
+        cells = (slice(j0, j0 + ph), slice(i0, i0 + pw))
+        x, ys, mask = self._standardized(x[win], valid[win], f.y[cells], f.mask[cells], t)
+        return x[:, 1:-1, 1:-1], ys, mask  # standardizing is per cell: trimming after it changes nothing
 
 
 class FieldDataset(Dataset):
@@ -310,7 +309,8 @@ class NormalizationDataModule(L.LightningDataModule):
             self.train_set.precompute()  # once, before the workers fork (they share it)
         if self.trainer is not None:
             self.train_set.epoch = int(self.trainer.current_epoch)
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)
+        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
+                          pin_memory=torch.cuda.is_available())
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(FieldDataset(self.fields["val"], self.input_transform, self.target_transform),

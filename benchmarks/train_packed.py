@@ -8,6 +8,8 @@ extraction in ``--workers`` DataLoader processes. The last checkpoint loads like
 
 Usage: python benchmarks/train_packed.py configs/best-gpu.yaml PACK.npz OUT_DIR [--max-time 00:00:07:00]
            [--override '{"model": {"model_kwargs": {"filters": 32}}, "data": {"batch_size": 32}}']
+           [--init-weights sphere-1deg]     # warm start: a shipped model, .pt or .ckpt with the same network
+       python benchmarks/train_packed.py --time-only MODEL [--repeat 50]   # forward-pass timing, no training
 """
 
 from __future__ import annotations
@@ -61,12 +63,13 @@ class PackedDataModule(NormalizationDataModule):
         return out
 
 
-def time_forward(task: NormalizationTask, dm: PackedDataModule, repeat: int = 20) -> dict:
-    """Milliseconds of the trained network's forward pass on one whole validation field (batch 1, and batch 4:
-    the four mirror images of test-time augmentation), on the device it trained on."""
-    model = task.model.eval()
+def time_forward(model: torch.nn.Module, shape: tuple[int, ...], repeat: int = 20) -> dict:
+    """Milliseconds of the network's forward pass on one whole field of ``shape`` (C, ny, nx), batch 1 and batch 4
+    (the four mirror images of test-time augmentation), on the device the model is on. The cost does not depend
+    on the values, so the input is random."""
+    model = model.eval()
     device = next(model.parameters()).device
-    x = dm.val_dataloader().dataset[0]["x"][None].to(device)
+    x = torch.randn(1, *shape, device=device)
     times = {}
     for batch in (1, 4):
         xb = x.expand(batch, -1, -1, -1).contiguous()
@@ -84,15 +87,45 @@ def time_forward(task: NormalizationTask, dm: PackedDataModule, repeat: int = 20
     return times
 
 
+def init_weights(task: NormalizationTask, ref: str) -> None:
+    """Warm start: copy the network weights of ``ref`` (a shipped model name, a ``.pt`` or a ``.ckpt``; loaded
+    with ``weights_only=True``) into ``task``. The architecture must be the same; the optimizer starts afresh."""
+    from diffnorm.pretrained import load_model
+
+    model, meta = load_model(ref)
+    if list(meta["channels"]) != list(task.hparams.channels) or meta["target"] != task.hparams.target:
+        raise ValueError(f"{ref}: channels/target {meta['channels']}/{meta['target']} differ from the config's "
+                         f"{task.hparams.channels}/{task.hparams.target}")
+    task.model.load_state_dict(model.state_dict())
+
+
+def device_name() -> str:
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("config")
-    p.add_argument("pack")
-    p.add_argument("out")
+    p.add_argument("config", nargs="?")
+    p.add_argument("pack", nargs="?")
+    p.add_argument("out", nargs="?")
     p.add_argument("--max-time", default=None, help="DD:HH:MM:SS (default: the config's)")
     p.add_argument("--override", default="{}", help="YAML/JSON merged into the config")
     p.add_argument("--workers", type=int, default=None, help="DataLoader processes (default: the config's)")
+    p.add_argument("--init-weights", default=None, help="start from these network weights (warm start)")
+    p.add_argument("--time-only", default=None, metavar="MODEL", help="only time MODEL's forward pass on a 1° field")
+    p.add_argument("--repeat", type=int, default=20, help="forward passes timed (--time-only)")
     a = p.parse_args()
+    if a.time_only:
+        from diffnorm.pretrained import load_model
+
+        model, meta = load_model(a.time_only)
+        model.to("cuda" if torch.cuda.is_available() else "cpu")
+        shape = (len(meta["channels"]), *meta.get("shape", (180, 360)))
+        print(json.dumps({"model": a.time_only, "device": device_name(), "shape": shape,
+                          "forward_ms": time_forward(model, shape, a.repeat)}))
+        return
+    if not (a.config and a.pack and a.out):
+        p.error("config, pack and out are required (unless --time-only)")
     cfg = merge(yaml.safe_load(open(a.config)), yaml.safe_load(a.override) or {})
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -102,6 +135,8 @@ def main() -> None:
         data_cfg["num_workers"] = a.workers
     dm = PackedDataModule(a.pack, **data_cfg)
     task = NormalizationTask(channels=dm.channels, target=dm.target, **cfg["model"])
+    if a.init_weights:
+        init_weights(task, a.init_weights)
     tr = dict(cfg["trainer"])
     tr.pop("logger", None)
     if a.max_time:
@@ -118,8 +153,8 @@ def main() -> None:
     elapsed = time.perf_counter() - t0
     shutil.copy(out / "logs" / "metrics.csv", out / "metrics.csv")
     summary = {"steps": int(trainer.global_step), "epochs": int(trainer.current_epoch), "fit_s": elapsed,
-               "forward_ms": time_forward(task, dm),
-               "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+               "forward_ms": time_forward(task.model, (len(dm.channels), *dm.shape)),
+               "device": device_name(), "init_weights": a.init_weights,
                "best_val_eps_mean": float(ckpt.best_model_score) if ckpt.best_model_score is not None else None,
                "config": cfg}
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))

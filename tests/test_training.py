@@ -203,6 +203,9 @@ def test_time_aware_cosine_follows_the_clock_or_the_steps():
     told = []
     synced = TimeAwareCosine(100, _FakeTimer(elapsed=6.0, duration=60.0), lambda v, src: told.append(v) or 0.5)
     assert synced(10) == pytest.approx(0.01 + 0.99 * 0.5) and told == [pytest.approx(0.1)]
+    warm = TimeAwareCosine(100, warmup_steps=10)  # linear ramp to the cosine, then the cosine itself
+    assert [warm(s) for s in (0, 4, 9)] == pytest.approx([0.1 * plain(0), 0.5 * plain(4), plain(9)])
+    assert [warm(s) for s in range(10, 100)] == [plain(s) for s in range(10, 100)]
 
 
 def test_time_aware_cosine_trains_and_its_checkpoint_loads_weights_only(tiny, tmp_path):

@@ -46,10 +46,11 @@ class TimeAwareCosine:
     (``trainer.strategy.broadcast``) hands every rank rank 0's time, so all take the same step and the replicas
     stay identical (every rank steps its scheduler at the same steps, so the collective always matches)."""
 
-    def __init__(self, total_steps: int, timer=None, broadcast=None):
+    def __init__(self, total_steps: int, timer=None, broadcast=None, warmup_steps: int = 0):
         self.total = max(1, int(total_steps))
         self.timer = timer
         self.broadcast = broadcast
+        self.warmup = max(0, int(warmup_steps))
 
     def progress(self, step: int) -> float:
         p = step / self.total
@@ -62,7 +63,10 @@ class TimeAwareCosine:
         return min(max(p, 0.0), 1.0)
 
     def __call__(self, step: int) -> float:
-        return 0.01 + 0.99 * 0.5 * (1.0 + float(np.cos(np.pi * self.progress(step))))
+        factor = 0.01 + 0.99 * 0.5 * (1.0 + float(np.cos(np.pi * self.progress(step))))
+        if step < self.warmup:  # linear ramp: Adam's first steps are ~lr per weight, which wrecks a warm start
+            factor *= (step + 1) / self.warmup
+        return factor
 
 
 class NormalizationTask(L.LightningModule):
@@ -75,6 +79,9 @@ class NormalizationTask(L.LightningModule):
             ``"cosine_time"`` (the same curve over whichever comes first, the steps or ``trainer.max_time``: a
             time-limited run anneals fully on any machine, at the price of bit-reproducibility, since the
             schedule then follows the wall clock; :class:`TimeAwareCosine`) or ``"onecycle"``.
+        warmup_steps: with ``cosine_time``, the learning rate rises linearly over this many first steps (a
+            warm start from trained weights: without it Adam's first steps, about ``lr`` per weight whatever the
+            gradient, undo much of the training).
         coast_weight, coast_radius: training loss weight ``1 + coast_weight`` on ocean cells within
             ``coast_radius`` cells of land (:func:`diffnorm.losses.coast_weights`); 0: every ocean cell alike.
         compile: run the network through ``torch.compile`` (one graph per input shape) when fitting;
@@ -85,8 +92,8 @@ class NormalizationTask(L.LightningModule):
 
     def __init__(self, model: str = "cnn", model_kwargs: dict | None = None,
                  channels: list[str] | None = None, target: str = "gamma", loss: str = "mse",
-                 lr: float = 1e-3, weight_decay: float = 0.0, scheduler: str = "none", coast_weight: float = 0.0,
-                 coast_radius: int = 2, compile: bool = False, channels_last: bool = False):
+                 lr: float = 1e-3, weight_decay: float = 0.0, scheduler: str = "none", warmup_steps: int = 0,
+                 coast_weight: float = 0.0, coast_radius: int = 2, compile: bool = False, channels_last: bool = False):
         super().__init__()
         channels = list(channels) if channels is not None else list(STUDY_CHANNELS)
         self.save_hyperparameters()
@@ -203,6 +210,8 @@ class NormalizationTask(L.LightningModule):
         opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay) \
             if self.hparams.weight_decay else torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
         sched = self.hparams.scheduler
+        if self.hparams.get("warmup_steps") and sched != "cosine_time":
+            raise ValueError(f"warmup_steps works with scheduler cosine_time, not {sched!r}")
         if sched == "none":
             return opt
         total = max(1, int(self.trainer.estimated_stepping_batches))
@@ -213,7 +222,7 @@ class NormalizationTask(L.LightningModule):
 
             timer = next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None)
             sync = self.trainer.strategy.broadcast if self.trainer.world_size > 1 else None
-            factor = TimeAwareCosine(total, timer, sync)
+            factor = TimeAwareCosine(total, timer, sync, self.hparams.get("warmup_steps", 0))
             # a plain function: LambdaLR saves a callable object's __dict__ (the Timer) in checkpoints, which
             # torch.load(weights_only=True) would then refuse
             s = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: factor(step))

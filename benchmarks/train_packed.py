@@ -87,18 +87,6 @@ def time_forward(model: torch.nn.Module, shape: tuple[int, ...], repeat: int = 2
     return times
 
 
-def init_weights(task: NormalizationTask, ref: str) -> None:
-    """Warm start: copy the network weights of ``ref`` (a shipped model name, a ``.pt`` or a ``.ckpt``; loaded
-    with ``weights_only=True``) into ``task``. The architecture must be the same; the optimizer starts afresh."""
-    from diffnorm.pretrained import load_model
-
-    model, meta = load_model(ref)
-    if list(meta["channels"]) != list(task.hparams.channels) or meta["target"] != task.hparams.target:
-        raise ValueError(f"{ref}: channels/target {meta['channels']}/{meta['target']} differ from the config's "
-                         f"{task.hparams.channels}/{task.hparams.target}")
-    task.model.load_state_dict(model.state_dict())
-
-
 def device_name() -> str:
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
 
@@ -111,7 +99,8 @@ def main() -> None:
     p.add_argument("--max-time", default=None, help="DD:HH:MM:SS (default: the config's)")
     p.add_argument("--override", default="{}", help="YAML/JSON merged into the config")
     p.add_argument("--workers", type=int, default=None, help="DataLoader processes (default: the config's)")
-    p.add_argument("--init-weights", default=None, help="start from these network weights (warm start)")
+    p.add_argument("--init-weights", default=None,
+                   help="start from these network weights (warm start; the same as the model's init_weights)")
     p.add_argument("--time-only", default=None, metavar="MODEL", help="only time MODEL's forward pass on a 1° field")
     p.add_argument("--repeat", type=int, default=20, help="forward passes timed (--time-only)")
     a = p.parse_args()
@@ -134,9 +123,9 @@ def main() -> None:
     if a.workers is not None:
         data_cfg["num_workers"] = a.workers
     dm = PackedDataModule(a.pack, **data_cfg)
-    task = NormalizationTask(channels=dm.channels, target=dm.target, **cfg["model"])
     if a.init_weights:
-        init_weights(task, a.init_weights)
+        cfg["model"]["init_weights"] = a.init_weights
+    task = NormalizationTask(channels=dm.channels, target=dm.target, **cfg["model"])
     tr = dict(cfg["trainer"])
     tr.pop("logger", None)
     if a.max_time:
@@ -154,7 +143,7 @@ def main() -> None:
     shutil.copy(out / "logs" / "metrics.csv", out / "metrics.csv")
     summary = {"steps": int(trainer.global_step), "epochs": int(trainer.current_epoch), "fit_s": elapsed,
                "forward_ms": time_forward(task.model, (len(dm.channels), *dm.shape)),
-               "device": device_name(), "init_weights": a.init_weights,
+               "device": device_name(), "init_weights": cfg["model"].get("init_weights"),
                "best_val_eps_mean": float(ckpt.best_model_score) if ckpt.best_model_score is not None else None,
                "config": cfg}
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))

@@ -166,6 +166,36 @@ def test_cli_fit_and_resume(tiny, tmp_path):
                       weights_only=True)["epoch"] == 1
 
 
+def test_warm_start_copies_the_weights_and_refuses_another_model(tiny, tmp_path):
+    source, _ = _fit(tiny, tmp_path / "a", 2)
+    last = str(tmp_path / "a" / "last.ckpt")
+    fresh = NormalizationTask("cnn", SMALL, channels=CHANNELS, target="log_ratio_analytic")
+    warm = NormalizationTask("cnn", SMALL, channels=CHANNELS, target="log_ratio_analytic", init_weights=last)
+    trained = source.model.state_dict()
+    assert not all(torch.equal(v, fresh.model.state_dict()[k]) for k, v in trained.items())
+    assert all(torch.equal(v, warm.model.state_dict()[k]) for k, v in trained.items())
+    with pytest.raises(ValueError, match="channels/target"):
+        NormalizationTask("cnn", SMALL, channels=CHANNELS, target="log_ratio_images", init_weights=last)
+    with pytest.raises(ValueError, match="another network"):
+        NormalizationTask("cnn", {**SMALL, "filters": 4}, channels=CHANNELS, target="log_ratio_analytic",
+                          init_weights=last)
+
+
+def test_cli_warm_restart(tiny, tmp_path):
+    """The route of sphere-1deg's later stages through LightningCLI: trained weights, a new schedule with warm-up."""
+    cfg = _config(tmp_path, tiny)
+    r = _run_cli(["fit", "--config", str(cfg), "--trainer.max_epochs", "1"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    first = tmp_path / "runs" / "t" / "version_0" / "checkpoints" / "last.ckpt"
+    r = _run_cli(["fit", "--config", str(cfg), "--trainer.max_epochs", "1", "--model.init_weights", str(first),
+                  "--model.scheduler", "cosine_time", "--model.warmup_steps", "10"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ck = torch.load(tmp_path / "runs" / "t" / "version_1" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ck["epoch"] == 0 and ck["hyper_parameters"]["init_weights"] == str(first)
+    lr = ck["optimizer_states"][0]["param_groups"][0]["lr"]
+    assert 0 < lr < ck["hyper_parameters"]["lr"] / 2  # still on the warm-up ramp after one epoch of 2 steps
+
+
 def test_ddp_two_cpu_processes_one_epoch(tiny, tmp_path):
     """Also with the time-aware schedule, whose per-step broadcast of rank 0's clock must not deadlock."""
     cfg = _config(tmp_path, tiny)

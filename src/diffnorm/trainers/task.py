@@ -84,6 +84,10 @@ class NormalizationTask(L.LightningModule):
             gradient, undo much of the training).
         coast_weight, coast_radius: training loss weight ``1 + coast_weight`` on ocean cells within
             ``coast_radius`` cells of land (:func:`diffnorm.losses.coast_weights`); 0: every ocean cell alike.
+        init_weights: start from the network weights of a trained model (a shipped name, a ``.pt`` or a ``.ckpt``
+            with the same architecture, channels and target) with a fresh optimizer — a warm restart (use
+            ``warmup_steps``). ``--ckpt_path`` resumes a run instead (weights, optimizer, schedule, clock) and
+            overrides these weights.
         compile: run the network through ``torch.compile`` (one graph per input shape) when fitting;
             ``channels_last``: NHWC memory layout. Both only change speed, not the weights' meaning (the
             checkpoint is the plain model's state dict): on the 2-core CPU together 1.8x more training steps
@@ -93,7 +97,8 @@ class NormalizationTask(L.LightningModule):
     def __init__(self, model: str = "cnn", model_kwargs: dict | None = None,
                  channels: list[str] | None = None, target: str = "gamma", loss: str = "mse",
                  lr: float = 1e-3, weight_decay: float = 0.0, scheduler: str = "none", warmup_steps: int = 0,
-                 coast_weight: float = 0.0, coast_radius: int = 2, compile: bool = False, channels_last: bool = False):
+                 coast_weight: float = 0.0, coast_radius: int = 2, compile: bool = False, channels_last: bool = False,
+                 init_weights: str | None = None):
         super().__init__()
         channels = list(channels) if channels is not None else list(STUDY_CHANNELS)
         self.save_hyperparameters()
@@ -102,11 +107,26 @@ class NormalizationTask(L.LightningModule):
         kw["in_channels"] = len(channels)
         self.model_kwargs = kw
         self.model = build_model(model, **kw)
+        if init_weights:
+            self._init_weights(init_weights)
         self.loss_fn = get_loss(loss)
         self.target_tf = TargetTransform(target)
         self.input_tf = InputTransform(channels)
         self.meta: dict = {}
         self._rows: dict[str, list] = {"val": [], "test": []}
+
+    def _init_weights(self, ref: str) -> None:
+        from ..pretrained import load_model  # weights_only=True; shipped names, .pt and .ckpt
+
+        source, meta = load_model(ref)
+        if list(meta["channels"]) != list(self.hparams.channels) or meta["target"] != self.hparams.target:
+            raise ValueError(f"init_weights {ref}: channels/target {meta['channels']}/{meta['target']} differ from "
+                             f"the model's {self.hparams.channels}/{self.hparams.target}")
+        try:
+            self.model.load_state_dict(source.state_dict())
+        except RuntimeError as exc:
+            raise ValueError(f"init_weights {ref}: another network ({meta['model']} {meta['model_kwargs']}): "
+                             f"{exc}") from exc
 
     # -- data link ------------------------------------------------------------------------
     def setup(self, stage: str) -> None:

@@ -252,26 +252,41 @@ def test_time_aware_cosine_trains_and_its_checkpoint_loads_weights_only(tiny, tm
 @pytest.mark.parametrize("augment,patch", [(True, 8), (["identity", "rot90", "transpose", "rot270", "antitranspose",
                                                         "flip_x", "flip_y", "rot180"], 8), (True, 11)])
 def test_patches_from_transformed_fields_equal_transformed_windows(tiny, augment, patch):
-    """The cached slices against the per-window path (crop the raw window, transform it, standardize)."""
+    """The cached slices (in the DataLoader, and gathered by address as on a GPU) against the per-window path
+    (crop the raw window, transform it, standardize)."""
     channels = CHANNELS + ["area_ratio_x", "area_ratio_y"]  # odd face channels: negated on flips along their axis
     dms = [NormalizationDataModule(str(tiny), channels=channels, target="log_ratio_images", patch_size=patch,
-                                   samples_per_epoch=40, batch_size=4, augment=augment, margin=3, cache_patches=c)
-           for c in (True, False)]
+                                   samples_per_epoch=40, batch_size=4, augment=augment, margin=3, cache_patches=c,
+                                   patches_on_device=d)
+           for c, d in ((True, False), (False, False), (True, True))]
     for dm in dms:
         dm.setup("fit")
-    ds, ref = (dm.train_dataloader().dataset for dm in dms)
-    assert ds.cache and not ref.cache
+    ds, ref, by_address = (dm.train_dataloader().dataset for dm in dms)
+    assert ds.cache and not ref.cache and by_address.on_device
     seen = set()
     for epoch in (0, 1):
-        ds.epoch = ref.epoch = epoch
+        ds.epoch = ref.epoch = by_address.epoch = epoch
         for i in range(len(ds)):
             item, expected = ds[i], ref[i]
+            gathered = by_address.gather(by_address[i]["patch"][None])
             assert item["x"].shape == (len(channels), patch + 6, patch + 6)
             for key in ("x", "y", "mask"):
                 np.testing.assert_array_equal(item[key].numpy(), expected[key].numpy())
+                np.testing.assert_array_equal(gathered[key][0].numpy(), expected[key].numpy())
         seen |= {t for (_, t) in ds._ready}
     assert not ref._ready
     assert len(seen) == (8 if isinstance(augment, list) else 4)  # every transform was drawn and checked
+
+
+def test_patches_on_device_train_to_the_same_weights(tiny, tmp_path):
+    """The DataLoader yields addresses, the data module slices the batch after the transfer: same training."""
+    plain, _ = _fit(tiny, tmp_path / "plain", 2)
+    on_device, trainer = _fit(tiny, tmp_path / "device", 2, patches_on_device=True)
+    assert trainer.train_dataloader.num_workers == 0
+    for k, v in plain.model.state_dict().items():
+        assert torch.equal(v, on_device.model.state_dict()[k]), k
+    with pytest.raises(ValueError, match="cache_patches"):
+        NormalizationDataModule(str(tiny), patches_on_device=True, cache_patches=False)
 
 
 @pytest.mark.parametrize("config", sorted(p.name for p in (Path(__file__).parents[1] / "configs").glob("*.yaml")

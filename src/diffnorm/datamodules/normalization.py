@@ -93,16 +93,26 @@ class PatchDataset(Dataset):
     cache before DataLoader workers fork, so they share it), and a patch is a slice of that: 0.2 ms instead of
     1.3 ms per patch of 128² + margin 32. Without it (data sets too large to hold 4 float32 copies of every field
     in memory) each patch's window is cropped, transformed and standardized on its own. Both give the same
-    numbers to the bit (tested)."""
+    numbers to the bit (tested).
+
+    With ``on_device`` (needs ``cache``) an item is only the patch's address, ``{"patch": [field, transform, row,
+    column, height, width]}``, and :meth:`gather` slices a batch of them from a copy of the cache on the batch's
+    device (the data module does it after the batch is moved). On a GPU the patches then cost no CPU time and
+    no host-to-device copy: the DataLoader path, one worker, delivers 27 batches of 32 patches per second on this
+    machine (collating and handing over 28 MB per batch), which capped GPU training at 23 steps per second."""
 
     def __init__(self, fields: list[Field], input_tf: InputTransform, target_tf: TargetTransform, patch_size: int,
                  margin: int, samples_per_epoch: int, augment: tuple[str, ...] = (), seed: int = 0,
-                 closed: str = "land", cache: bool = True):
+                 closed: str = "land", cache: bool = True, on_device: bool = False):
+        if on_device and not cache:
+            raise ValueError("patches on the device slice the cache: on_device needs cache=True")
         self.fields, self.input_tf, self.target_tf = fields, input_tf, target_tf
         self.patch, self.margin, self.n = int(patch_size), int(margin), int(samples_per_epoch)
         self.augment, self.seed, self.closed, self.cache = tuple(augment), int(seed), closed, bool(cache)
+        self.on_device = bool(on_device)
         self.epoch = 0
         self._ready: dict[tuple[int, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._on: dict[tuple[str, int, str], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def __len__(self) -> int:
         return self.n
@@ -134,29 +144,58 @@ class PatchDataset(Dataset):
         return [t for t in self.augment if ph == pw or not ("transpose" in t or t.startswith("rot9")
                                                              or t.startswith("rot27"))]
 
-    def __getitem__(self, i: int) -> dict:
+    def locate(self, i: int) -> tuple[int, str, int, int, int, int]:
+        """Patch ``i`` of this epoch: field, transform and window (row, column, height, width of the target cells
+        in the untransformed field; the inputs add the margin around them)."""
         rng = np.random.default_rng([self.seed, self.epoch, int(i)])
         k = int(rng.integers(len(self.fields)))
         ny, nx = self.fields[k].shape
         ph, pw = min(self.patch, ny), min(self.patch, nx)
         j0 = int(rng.integers(ny - ph + 1))
         i0 = int(rng.integers(nx - pw + 1))
-        m = self.margin + 1  # one extra cell: face fields shift by one under flips
         t = "identity"
         if self.augment:
             choices = self._choices(ny, nx)
             t = choices[int(rng.integers(len(choices)))]
+        return k, t, j0, i0, ph, pw
+
+    def _cached_slices(self, k: int, t: str, j0: int, i0: int, ph: int, pw: int) -> tuple[tuple, tuple]:
+        """Where a window lies in the field's cached, transformed copy: slices of the inputs and of the cells."""
+        a, b = window_origin(t, j0, i0, (ph, pw), self.fields[k].shape)
+        hh, ww = (pw, ph) if "transpose" in TRANSFORMS[t] else (ph, pw)
+        m = self.margin + 1  # one extra cell: face fields shift by one under flips
+        return (slice(None), slice(a + 1, a + hh + 2 * m - 1), slice(b + 1, b + ww + 2 * m - 1)), \
+            (slice(a, a + hh), slice(b, b + ww))
+
+    def __getitem__(self, i: int) -> dict:
+        k, t, j0, i0, ph, pw = self.locate(i)
+        if self.on_device:
+            return {"patch": torch.tensor([k, list(TRANSFORMS).index(t), j0, i0, ph, pw])}
         if self.cache:
             x, ys, mask = self.transformed(k, t)
-            a, b = window_origin(t, j0, i0, (ph, pw), (ny, nx))
-            hh, ww = (pw, ph) if "transpose" in TRANSFORMS[t] else (ph, pw)
-            x = x[:, a + 1:a + hh + 2 * m - 1, b + 1:b + ww + 2 * m - 1]
-            ys, mask = ys[a:a + hh, b:b + ww], mask[a:a + hh, b:b + ww]
+            inputs, cells = self._cached_slices(k, t, j0, i0, ph, pw)
+            x, ys, mask = x[inputs], ys[cells], mask[cells]
         else:
             x, ys, mask = self.window(k, t, j0, i0, ph, pw)
         return {"x": torch.from_numpy(np.ascontiguousarray(x)),
                 "y": torch.from_numpy(np.ascontiguousarray(ys[None])),
                 "mask": torch.from_numpy(np.ascontiguousarray(mask[None]))}
+
+    def gather(self, patches: torch.Tensor) -> dict:
+        """The batch of patches addressed by ``patches`` (B, 6), sliced on ``patches.device`` from a copy of the
+        cache there (made on first use of each field and transform)."""
+        dev, names = patches.device, list(TRANSFORMS)
+        out: dict[str, list] = {"x": [], "y": [], "mask": []}
+        for k, ti, j0, i0, ph, pw in patches.tolist():
+            key = (str(dev), k, names[ti])
+            if key not in self._on:
+                self._on[key] = tuple(torch.from_numpy(v).to(dev) for v in self.transformed(k, names[ti]))
+            x, ys, mask = self._on[key]
+            inputs, cells = self._cached_slices(k, names[ti], j0, i0, ph, pw)
+            out["x"].append(x[inputs])
+            out["y"].append(ys[cells][None])
+            out["mask"].append(mask[cells][None])
+        return {name: torch.stack(v) for name, v in out.items()}
 
     def window(self, k: int, t: str, j0: int, i0: int, ph: int, pw: int):
         """One patch without the cache: crop the padded raw window, transform it, trim the extra cell, standardize."""
@@ -216,6 +255,10 @@ class NormalizationDataModule(L.LightningDataModule):
         cache_patches: hold every training field standardized under each flip in memory (float32; ≈ 0.7 GB for
             68 fields of 180 × 360 with 4 flips) and slice patches from it, 6× faster; ``False`` for data sets
             too large for that (the same patches, computed per window).
+        patches_on_device: the training DataLoader yields only each patch's address and the patches are sliced
+            from a copy of that cache on the training device (``on_after_batch_transfer``): the same patches,
+            without CPU work or host-to-device copies per batch, for GPUs fed by few CPU cores. It keeps the cache
+            on the device too (≈ 0.8 GB for those 68 fields); ``num_workers`` then applies to validation only.
     """
 
     def __init__(self, data_dirs: list[str] | str = "data/study", channels: list[str] | None = None,
@@ -224,7 +267,7 @@ class NormalizationDataModule(L.LightningDataModule):
                  num_workers: int = 0, val_dirs: list[str] | str | None = None,
                  test_dirs: list[str] | str | None = None, closed: str = "land", max_train: int | None = None,
                  max_val: int | None = None, max_test: int | None = None, exact_small: int = 0,
-                 cache_patches: bool = True):
+                 cache_patches: bool = True, patches_on_device: bool = False):
         super().__init__()
         self.data_dirs = _dirs(data_dirs)
         self.val_dirs = _dirs(val_dirs) or self.data_dirs
@@ -247,6 +290,9 @@ class NormalizationDataModule(L.LightningDataModule):
         self.num_workers = int(num_workers)
         self.closed = closed
         self.cache_patches = bool(cache_patches)
+        self.patches_on_device = bool(patches_on_device)
+        if self.patches_on_device and not self.cache_patches:
+            raise ValueError("patches_on_device slices the patch cache: it needs cache_patches: true")
         self.limits = {"train": max_train, "val": max_val, "test": max_test}
         self.input_transform = InputTransform(self.channels)
         self.target_transform = TargetTransform(target, exact_small=exact_small)
@@ -304,13 +350,20 @@ class NormalizationDataModule(L.LightningDataModule):
                               shuffle=False, num_workers=self.num_workers)
         self.train_set = PatchDataset(fields, self.input_transform, self.target_transform, self.patch_size,
                                       self.margin, self.samples_per_epoch, self.augment, self.seed, self.closed,
-                                      self.cache_patches)
-        if self.num_workers and self.cache_patches:
-            self.train_set.precompute()  # once, before the workers fork (they share it)
+                                      self.cache_patches, self.patches_on_device)
         if self.trainer is not None:
             self.train_set.epoch = int(self.trainer.current_epoch)
+        if self.patches_on_device:  # addresses only: no workers, nothing to pin
+            return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=False)
+        if self.num_workers and self.cache_patches:
+            self.train_set.precompute()  # once, before the workers fork (they share it)
         return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
                           pin_memory=torch.cuda.is_available())
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if isinstance(batch, dict) and "patch" in batch and self.train_set is not None:
+            return self.train_set.gather(batch["patch"])
+        return batch
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(FieldDataset(self.fields["val"], self.input_transform, self.target_transform),

@@ -181,12 +181,15 @@ class PatchDataset(Dataset):
                 "y": torch.from_numpy(np.ascontiguousarray(ys[None])),
                 "mask": torch.from_numpy(np.ascontiguousarray(mask[None]))}
 
-    def gather(self, patches: torch.Tensor) -> dict:
-        """The batch of patches addressed by ``patches`` (B, 6), sliced on ``patches.device`` from a copy of the
-        cache there (made on first use of each field and transform)."""
-        dev, names = patches.device, list(TRANSFORMS)
+    def gather(self, patches: torch.Tensor | list, device: torch.device | str | None = None) -> dict:
+        """The batch of patches addressed by ``patches`` (B, 6), sliced on ``device`` (default: the tensor's) from
+        a copy of the cache there (made on first use of each field and transform). Addresses given as a list
+        (read on the host before the transfer) spare a GPU→CPU synchronization per batch."""
+        if isinstance(patches, torch.Tensor):
+            device, patches = device or patches.device, patches.tolist()
+        dev, names = torch.device(device or "cpu"), list(TRANSFORMS)
         out: dict[str, list] = {"x": [], "y": [], "mask": []}
-        for k, ti, j0, i0, ph, pw in patches.tolist():
+        for k, ti, j0, i0, ph, pw in patches:
             key = (str(dev), k, names[ti])
             if key not in self._on:
                 self._on[key] = tuple(torch.from_numpy(v).to(dev) for v in self.transformed(k, names[ti]))
@@ -360,9 +363,15 @@ class NormalizationDataModule(L.LightningDataModule):
         return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
                           pin_memory=torch.cuda.is_available())
 
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        if isinstance(batch, dict) and "patch" in batch:  # read the addresses here, on the host: no sync later
+            return {"patch": batch["patch"].tolist()}
+        return batch
+
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         if isinstance(batch, dict) and "patch" in batch and self.train_set is not None:
-            return self.train_set.gather(batch["patch"])
+            device = self.trainer.strategy.root_device if self.trainer is not None else None
+            return self.train_set.gather(batch["patch"], device)
         return batch
 
     def val_dataloader(self) -> DataLoader:

@@ -28,6 +28,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from diffnorm.datamodules import NormalizationDataModule
+from diffnorm.datamodules.normalization import Field
 from diffnorm.trainers import NormalizationTask
 from diffnorm.trainers.callbacks import LatestCheckpoint
 
@@ -48,13 +49,13 @@ class PackedDataModule(NormalizationDataModule):
         self.pack = pack
 
     def _load(self, split: str, dirs) -> list:
-        from diffnorm.datamodules.normalization import Field
-
         with np.load(self.pack) as z:
             index = json.loads(bytes(z["index"]).decode())[split]
+            grids = {g: {"mask": z[g + "_mask"].astype(np.float64), "area": z[g + "_area"]}
+                     for g in {e["grid"] for e in index}}  # each grid decompressed once, not once per field
             out = []
             for e in index:
-                item = {"mask": z[e["grid"] + "_mask"].astype(np.float64), "area": z[e["grid"] + "_area"],
+                item = {**grids[e["grid"]],
                         **{n: z[f"{e['key']}_{n}"].astype(np.float64) for n in ("diff_x", "diff_y", "gamma")},
                         "steps": e["steps"], "periodic_x": e["periodic_x"], "periodic_y": e["periodic_y"],
                         "path": e["path"]}

@@ -96,3 +96,90 @@ def test_export_a_training_checkpoint(tmp_path):
     x = np.random.default_rng(0).standard_normal((2, 3, 18, 40)).astype(np.float32)
     np.testing.assert_allclose(run_exported(tmp_path / "m.onnx", "onnx", x), _reference(model, x), atol=1e-5, rtol=0)
     assert json.loads((tmp_path / "m.onnx.json").read_text())["export"]["periodic_x"] is True
+
+
+TTA_CHANNELS = ["mask", "distance", "sf_diff_x", "sf_diff_y", "area_ratio_x", "area_ratio_y"]
+
+
+def _tta_case(periodic_x: bool, periodic_y: bool):
+    """A small trained-format network, its meta data and one grid's raw channels (area ratios with a mean far
+    from 0, so that their sign change under a flip is visible after standardization)."""
+    from conftest import make_grid
+
+    from diffnorm.models import build_model
+    from diffnorm.transforms.inputs import InputTransform
+
+    grid = make_grid(14, 18, periodic_x, periodic_y, seed=3)
+    rng = np.random.default_rng(0)
+    c = len(TTA_CHANNELS)
+    it = InputTransform(TTA_CHANNELS, rng.uniform(-0.5, 0.5, c), rng.uniform(0.5, 2.0, c))
+    torch.manual_seed(0)
+    net = build_model("cnn", in_channels=c, filters=8, blocks=1, skip="v2", padding="valid", dilations=[1, 2, 1],
+                      periodic_x=periodic_x, periodic_y=periodic_y).eval()
+    meta = {"channels": TTA_CHANNELS, "input_transform": it.to_dict(), "periodic_x": periodic_x,
+            "periodic_y": periodic_y, "steps": 4, "tta": "flips"}
+    return net, meta, it, it.raw(grid, 4)
+
+
+@pytest.mark.parametrize("periodic_x,periodic_y", [(False, False), (True, False), (False, True), (True, True)])
+def test_tta_in_the_graph_equals_the_predictors(periodic_x, periodic_y):
+    """FlipAverage on the standardized input = the mean of the network over the flipped grids' own standardized
+    channels, flipped back (what diffnorm predict does, itself tested against recomputed flipped grids)."""
+    from diffnorm.export import FlipAverage
+    from diffnorm.transforms.augmentation import FLIPS, tta_mean
+
+    net, meta, it, (raw, valid) = _tta_case(periodic_x, periodic_y)
+    with torch.no_grad():
+        ref = tta_mean(net(torch.from_numpy(it.flipped(raw, valid, FLIPS)))[:, 0].numpy(), FLIPS)
+        got = FlipAverage(net, meta, FLIPS)(torch.from_numpy(it.apply(raw, valid))[None])[0, 0].numpy()
+        plain = net(torch.from_numpy(it.apply(raw, valid))[None])[0, 0].numpy()
+    assert np.abs(plain - ref).max() > 1e-3  # the flips change the answer: the comparison means something
+    np.testing.assert_allclose(got, ref, atol=2e-6, rtol=0)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_with_tta_runs_the_flips_in_the_graph(tmp_path, fmt, capsys):
+    from diffnorm.transforms.augmentation import FLIPS, tta_mean
+
+    net, meta, it, (raw, valid) = _tta_case(True, False)
+    path = tmp_path / "net.pt"
+    torch.save({"state_dict": net.state_dict(), "meta": {**meta, "format": "diffnorm-model/1", "model": "cnn",
+                "model_kwargs": {"in_channels": 6, "filters": 8, "blocks": 1, "skip": "v2", "padding": "valid",
+                                 "dilations": [1, 2, 1], "periodic_x": True, "periodic_y": False}}}, path)
+    out = tmp_path / f"net.{fmt}"
+    assert main(["export", str(path), "--format", fmt, "-o", str(out)]) == 0  # default: the model's tta (flips)
+    assert "averaged in the graph" in capsys.readouterr().out
+    saved = json.loads((tmp_path / f"net.{fmt}.json").read_text())
+    assert saved["export"]["tta"] == list(FLIPS) and saved["tta"] is None  # nothing left to average outside
+    x = it.flipped(raw, valid, FLIPS)
+    with torch.no_grad():
+        ref = tta_mean(net(torch.from_numpy(x))[:, 0].numpy(), FLIPS)
+    got = run_exported(out, fmt, np.stack([x[0], x[0]]))  # a batch of two: the batch size is dynamic
+    np.testing.assert_allclose(got[:, 0], np.stack([ref, ref]), atol=1e-5, rtol=0)
+    none = tmp_path / f"plain.{fmt}"
+    assert main(["export", str(path), "--format", fmt, "--tta", "none", "-o", str(none)]) == 0
+    with torch.no_grad():
+        np.testing.assert_allclose(run_exported(none, fmt, x[:1]), net(torch.from_numpy(x[:1])).numpy(), atol=1e-5)
+    assert json.loads((tmp_path / f"plain.{fmt}.json").read_text())["export"]["tta"] == ["identity"]
+
+
+def test_tta_in_the_graph_refuses_what_it_cannot_flip(bundle, tmp_path):
+    from diffnorm.export import FlipAverage
+    from diffnorm.transforms.augmentation import FLIPS
+
+    model, meta, _ = bundle  # a features-path model without the training code's input transform
+    with pytest.raises(ValueError, match="input_transform"):
+        export_model(model, meta, tmp_path / "m.onnx", "onnx", tta="flips")
+    net, meta, _, _ = _tta_case(False, False)
+    no_mask = {**meta, "channels": TTA_CHANNELS[1:], "input_transform": {
+        "channels": TTA_CHANNELS[1:], "mean": meta["input_transform"]["mean"][1:],
+        "std": meta["input_transform"]["std"][1:]}}
+    with pytest.raises(ValueError, match="'mask' channel"):
+        FlipAverage(net, no_mask, FLIPS)
+
+
+def test_cli_tta_choices_are_the_library_s():
+    from diffnorm.cli.evaluate import TTA_CHOICES as cli_choices
+    from diffnorm.transforms.augmentation import TTA_CHOICES
+
+    assert tuple(cli_choices) == tuple(TTA_CHOICES)

@@ -7,6 +7,10 @@ import sys
 from pathlib import Path
 
 
+# = diffnorm.transforms.augmentation.TTA_CHOICES, spelled out: importing it costs 0.4 s at every start-up
+TTA_CHOICES = ("model", "none", "flips")
+
+
 def _device_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1 or auto")
     p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
@@ -14,8 +18,7 @@ def _device_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for the network (default: PyTorch's choice); on a busy shared machine 1 thread "
                         "can be several times faster than oversubscribed cores")
-    # = diffnorm.transforms.augmentation.TTA_CHOICES, spelled out: importing it costs 0.4 s at every start-up
-    p.add_argument("--tta", choices=("model", "none", "flips"), default="model",
+    p.add_argument("--tta", choices=TTA_CHOICES, default="model",
                    help="test-time augmentation: average the network over the grid's flips (x, y, 180°; 4x the "
                         "network's time, smaller errors); 'model' (default) does what the model's meta data says "
                         "(sphere-1deg: flips, sphere-1deg-fast: none)")
@@ -85,6 +88,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
     ex.add_argument("--opset", type=int, default=17)
     ex.add_argument("--no-verify", action="store_true", help="skip the comparison with PyTorch")
+    ex.add_argument("--tta", choices=TTA_CHOICES, default="model",
+                    help="test-time augmentation in the graph: the model's own setting (default; sphere-1deg: "
+                         "flips), none (the network alone) or flips (the four flips averaged)")
     ex.add_argument("-o", "--output", required=True)
     ex.set_defaults(func=_export)
 
@@ -161,8 +167,11 @@ def _export(args: argparse.Namespace) -> int:
     from ..prediction import load_model
 
     model, meta = load_model(args.model)
-    report = export_model(model, meta, args.output, args.format, opset=args.opset, verify=not args.no_verify)
+    report = export_model(model, meta, args.output, args.format, opset=args.opset, verify=not args.no_verify,
+                          tta=args.tta)
     msg = f"wrote {report['path']} ({args.format}) and {report['path']}.json"
+    if len(report["tta"]) > 1:
+        msg += f", the flips {', '.join(report['tta'])} averaged in the graph"
     if "max_abs_diff" in report:
         msg += f"; max |exported − PyTorch| = {report['max_abs_diff']:.2e}"
     print(msg)

@@ -139,9 +139,8 @@ def export_model(model, meta: dict, path: str | os.PathLike, fmt: str = "onnx", 
     ``tta``: test-time augmentation baked into the graph (:class:`FlipAverage`) — ``None``/``"none"`` (the
     network alone), ``"flips"``, a list of flips, or ``"model"`` (the model's own setting, its meta data's
     ``tta``: what ``diffnorm predict`` does by default)."""
-    from .transforms.augmentation import tta_transforms
-
     from .prediction import _first_conv_in_channels
+    from .transforms.augmentation import tta_transforms
 
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")

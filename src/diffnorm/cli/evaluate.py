@@ -6,7 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-
 # = diffnorm.transforms.augmentation.TTA_CHOICES, spelled out: importing it costs 0.4 s at every start-up
 TTA_CHOICES = ("model", "none", "flips")
 

@@ -503,16 +503,24 @@ def image_normalization(grid: Grid, steps: int, *, nodes: int | None = None, rea
         closed = (fwd < cap) & (bwd < cap)
         period = grid.mask.shape[axis]
         ring = np.broadcast_to(periodic and active.all(axis=axis, keepdims=True), active.shape)[ocean]
-        lags = []
+        lags = []  # (lag, where it applies, how many images sit at that lag)
         for d in (fwd, bwd):
-            lags.append((2.0 * d + 1.0, d < cap))
-            lags += [(2.0 * r * width + 2.0 * d + 1.0, closed) for r in range(1, reflections + 1)]
-        lags += [(2.0 * r * width, closed) for r in range(1, reflections + 1) for _ in (0, 1)]
-        lags += [(np.full(kk.shape, float(r * period)), ring) for r in range(1, reflections + 1) for _ in (0, 1)]
-        for lag, ok in lags:
+            lags.append((2.0 * d + 1.0, d < cap, 1.0))
+            lags += [(2.0 * r * width + 2.0 * d + 1.0, closed, 1.0) for r in range(1, reflections + 1)]
+        lags += [(2.0 * r * width, closed, 2.0) for r in range(1, reflections + 1)]  # one image on each side
+        lags += [(np.full(kk.shape, float(r * period)), ring, 2.0) for r in range(1, reflections + 1)]
+        # every (cell, lag) pair within reach in one call, summed per cell: few large array operations
+        cells, orders, counts = [], [], []
+        for lag, ok, count in lags:
             sel = np.flatnonzero(ok & (lag < cut))
-            if sel.size:
-                total[sel] += _ive_integer_order(lag[sel, None], z[sel])
+            cells.append(sel)
+            orders.append(lag[sel])
+            counts.append(np.full(sel.size, count))
+        cells = np.concatenate(cells)
+        if cells.size:
+            images = _ive_integer_order(np.concatenate(orders)[:, None], z[cells]) * np.concatenate(counts)[:, None]
+            for node in range(z.shape[1]):
+                total[:, node] += np.bincount(cells, images[:, node], minlength=kk.size)
         return total, free
 
     if ocean.sum() >= IMAGES_PARALLEL_CELLS:  # the axes are independent: a thread each (SciPy releases the GIL)

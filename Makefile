@@ -28,17 +28,23 @@ bench-inference:
 	$(PY) benchmarks/bench_inference.py --model sphere-1deg --threads 1 2 --repeat 30 --out benchmarks/results/inference.md
 	$(PY) benchmarks/bench_inference.py --model sphere-1deg-fast --threads 1 2 --repeat 30 --tta none --skip-reference --out benchmarks/results/inference_fast.md
 
-# needs the test data sets of the README's "Benchmark data" section under data/
+TEST_SETS = data/te-sphere-iso data/te-sphere-eq data/te-sphere-aniso data/te-sphere-study
+RANDOMIZED_FROM = data/te-sphere-study data/te-sphere-iso data/te-sphere-eq data/te-sphere-aniso
+ROBUSTNESS_SETS = data/ood-const1 data/ood-const4 data/ood-const8 data/ood-iso-rough data/ood-iso-smooth \
+	data/ood-eq-smooth data/ood-coast-iso data/ood-coast-eq data/ho-iso-s8 data/ho-iso-s15 data/ho-eq-b4 \
+	data/ho-const6 data/ho-const1.5 data/ho-iso-s5
+
+# needs the test data sets of the README's "Benchmark data" section under data/ (both shipped models; randomized
+# N=1e4 is cached per field in OUTPUT.randomized.json)
 bench-cnn:
-	$(PY) benchmarks/bench_cnn_sphere.py --model sphere-1deg \
-	    --randomized-fields 3 --randomized-from data/te-sphere-study data/te-sphere-iso data/te-sphere-eq data/te-sphere-aniso \
-	    --test-dirs data/te-sphere-iso data/te-sphere-eq data/te-sphere-aniso data/te-sphere-study \
-	    --tta flips -o benchmarks/results/cnn_sphere.md
+	$(PY) benchmarks/bench_cnn_sphere.py --model sphere-1deg --randomized-fields 3 --randomized-from $(RANDOMIZED_FROM) \
+	    --test-dirs $(TEST_SETS) --tta flips -o benchmarks/results/cnn_sphere.md
+	$(PY) benchmarks/bench_cnn_sphere.py --model sphere-1deg-fast --randomized-fields 3 --randomized-from $(RANDOMIZED_FROM) \
+	    --test-dirs $(TEST_SETS) --tta flips -o benchmarks/results/cnn_sphere_fast.md
 
 # needs the robustness test sets of the README's "Benchmark data" section under data/
 bench-robustness:
-	$(PY) benchmarks/bench_cnn_sphere.py --model sphere-1deg --randomized-fields 0 \
-	    --test-dirs data/ood-const1 data/ood-const4 data/ood-const8 data/ood-iso-rough data/ood-iso-smooth \
-	    data/ood-eq-smooth data/ood-coast-iso data/ood-coast-eq data/ho-iso-s8 data/ho-iso-s15 data/ho-eq-b4 \
-	    data/ho-const6 data/ho-const1.5 data/ho-iso-s5 \
+	$(PY) benchmarks/bench_cnn_sphere.py --model sphere-1deg --randomized-fields 0 --test-dirs $(ROBUSTNESS_SETS) \
 	    --tta flips -o benchmarks/results/cnn_robustness.md
+	$(PY) benchmarks/bench_cnn_sphere.py --model sphere-1deg-fast --randomized-fields 0 --test-dirs $(ROBUSTNESS_SETS) \
+	    --tta flips -o benchmarks/results/cnn_robustness_fast.md

@@ -61,7 +61,9 @@ class FlipAverage(torch.nn.Module):
         mean, std = it["mean"], it["std"]
         self.odd_shift = {k: 2.0 * float(mean[k]) / float(std[k]) for k in odd}
         self.mask_index = channels.index("mask") if "mask" in channels else -1
-        self.mask_scale = (float(mean[self.mask_index]), float(std[self.mask_index]))  # (0, 1): not standardized
+        # the mask channel's (mean, std): (0, 1), it is not standardized, but read them rather than assume it
+        self.mask_scale = (float(mean[self.mask_index]), float(std[self.mask_index])) if self.mask_index >= 0 \
+            else (0.0, 1.0)
         if any(self.odd_shift.values()) and self.mask_index < 0:
             raise ValueError(f"channels {[channels[k] for k in odd]} change sign under a flip; in the exported "
                              "graph that needs the 'mask' channel (to know the active faces); export with "

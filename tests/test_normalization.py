@@ -200,10 +200,22 @@ def test_wall_factors_swap_under_a_transpose_and_reuse_the_prior():
 
     g = make_grid(periodic_x=False, seed=5)
     image_normalization(g, 10)
-    stored = _WALL_FACTORS[g][10]
-    assert image_wall_factors(g, 10) is stored  # the prior's own numbers, not recomputed
+    series = _WALL_FACTORS[g][10]
+    stored = image_wall_factors(g, 10)
+    assert series.walls is stored and image_wall_factors(g, 10) is stored  # from the prior's own series, once
     wx, wy = image_wall_factors(g, 10)
     tx, ty = image_wall_factors(augment_grid(g, "transpose"), 10)
     np.testing.assert_allclose(tx, augment_cell_field(wy, "transpose"), rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(ty, augment_cell_field(wx, "transpose"), rtol=1e-12, atol=1e-15)
     assert image_wall_factors(g, 4) is not stored  # another M: computed for it
+
+
+def test_i0e_single_matches_scipy():
+    from scipy.special import i0e
+
+    from diffnorm.normalization import _i0e_single
+
+    x = np.concatenate([[0.0], np.logspace(-6, 5, 2001), np.linspace(3.7, 3.8, 101)])
+    got = _i0e_single(x)
+    assert got.dtype == np.float64 and got[0] == 1.0
+    np.testing.assert_allclose(got, i0e(x), rtol=1e-6, atol=0)

@@ -426,9 +426,13 @@ def _ive_integer_order(order: np.ndarray, x: np.ndarray) -> np.ndarray:
     for every coastal cell at every quadrature node."""
     from scipy.special import i0e, i1e, ive
 
-    out = np.empty(np.broadcast_shapes(order.shape, x.shape))
-    order, x = np.broadcast_to(order, out.shape), np.broadcast_to(x, out.shape)
-    low = order <= 2
+    shape = np.broadcast_shapes(order.shape, x.shape)
+    if len(shape) == 2 and np.ndim(order) == 2 and np.shape(order)[1] == 1:  # one order per row: split rows
+        order, x = np.broadcast_to(order, (shape[0], 1)), np.broadcast_to(x, shape)
+    else:
+        order, x = np.broadcast_to(order, shape).reshape(-1, 1), np.broadcast_to(x, shape).reshape(-1, 1)
+    out = np.empty(x.shape)
+    low = order[:, 0] <= 2
     if low.any():  # orders 1, 2 by the specialised i0e/i1e (4x faster than ive); I₂ = I₀ − (2/x)·I₁
         xl, ol = x[low], order[low]
         one = i1e(xl)
@@ -441,21 +445,93 @@ def _ive_integer_order(order: np.ndarray, x: np.ndarray) -> np.ndarray:
         out[low] = vals
     # single precision for the expansion: 5× faster (SIMD transcendental functions) and its rounding (2e-5) stays
     # below the 4-term expansion's own error (2.3e-4 at n = 3); the image series is summed in double
-    nu, xh = order[~low].astype(np.float32), x[~low].astype(np.float32)
+    if low.any():
+        nu, xh = order[~low].astype(np.float32), x[~low].astype(np.float32)
+    else:
+        nu, xh = order.astype(np.float32), x.astype(np.float32)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        # in place, a few float32 buffers: the arrays hold every (coastal cell, image) pair × quadrature node
         z = xh / nu
-        r = np.sqrt(1.0 + z * z)
-        p2 = 1.0 / (r * r)
+        r = z * z
+        r += 1.0
+        np.sqrt(r, out=r)
         p = 1.0 / r
-        u1 = p * (3.0 - 5.0 * p2) / 24.0
-        u2 = p2 * (81.0 - 462.0 * p2 + 385.0 * p2 * p2) / 1152.0
-        u3 = p * p2 * (30375.0 - 369603.0 * p2 + 765765.0 * p2**2 - 425425.0 * p2**3) / 414720.0
-        series = 1.0 + (u1 + (u2 + u3 / nu) / nu) / nu
+        p2 = p * p
+        u1 = -5.0 * p2  # u1 = p (3 − 5p²) / 24
+        u1 += 3.0
+        u1 *= p
+        u1 *= 1.0 / 24.0
+        u2 = 385.0 * p2  # u2 = p² (81 − 462p² + 385p⁴) / 1152
+        u2 -= 462.0
+        u2 *= p2
+        u2 += 81.0
+        u2 *= p2
+        u2 *= 1.0 / 1152.0
+        u3 = -425425.0 * p2  # u3 = p³ (30375 − 369603p² + 765765p⁴ − 425425p⁶) / 414720
+        u3 += 765765.0
+        u3 *= p2
+        u3 -= 369603.0
+        u3 *= p2
+        u3 += 30375.0
+        u3 *= p
+        u3 *= p2
+        u3 *= 1.0 / 414720.0
+        series = u3  # 1 + (u1 + (u2 + u3/ν)/ν)/ν
+        series /= nu
+        series += u2
+        series /= nu
+        series += u1
+        series /= nu
+        series += 1.0
         # ν(η − z) with η = sqrt(1+z²) + ln(z / (1 + sqrt(1+z²))), written without cancellation
-        two_pi = np.float32(2.0 * math.pi)
-        high = np.exp(nu * (1.0 / (r + z) + np.log(z / (1.0 + r)))) * series / np.sqrt(two_pi * nu * r)
-    out[~low] = np.where(xh > 0, high, 0.0)
-    return out
+        high = r + z
+        np.reciprocal(high, out=high)
+        np.add(r, 1.0, out=p)  # p is not needed any more: its buffer takes 1 + r
+        np.divide(z, p, out=z)
+        np.log(z, out=z)
+        high += z
+        high *= nu
+        np.exp(high, out=high)
+        high *= series
+        r *= nu
+        r *= np.float32(2.0 * math.pi)
+        np.sqrt(r, out=r)
+        high /= r  # x = 0: ln 0 = −inf, so 0
+    if low.any():
+        out[~low] = high
+    else:
+        out[...] = high
+    return out.reshape(shape)
+
+
+#: A&S 9.8.1 (I₀(x), x ≤ 3.75, in powers of (x/3.75)², highest first) and 9.8.2 (√x·e^{-x}·I₀(x), x ≥ 3.75, in
+#: powers of 3.75/x): relative error below 2e-7 in exact arithmetic
+_I0_SMALL = (0.0045813, 0.0360768, 0.2659732, 1.2067492, 3.0899424, 3.5156229, 1.0)
+_I0_LARGE = (0.00392377, -0.01647633, 0.02635537, -0.02057706, 0.00916281, -0.00157565, 0.00225319, 0.01328592,
+             0.39894228)
+
+
+def _i0e_single(x: np.ndarray) -> np.ndarray:
+    """``I₀(x)·e^{-x}`` for ``x ≥ 0`` in single precision (relative error below 1e-6): the images prior's free
+    lattice term at every ocean cell and quadrature node, 1.8× faster than SciPy's double-precision ``i0e``; its
+    error is far below the quadrature's own (4e-4)."""
+    x = np.asarray(x, dtype=np.float32)
+    cut = np.float32(3.75)
+    s = np.minimum(x, cut) / cut
+    s *= s
+    small = np.full_like(x, _I0_SMALL[0])
+    for c in _I0_SMALL[1:]:
+        small *= s
+        small += np.float32(c)
+    small *= np.exp(-x)
+    big = np.maximum(x, cut)
+    u = cut / big
+    large = np.full_like(x, _I0_LARGE[0])
+    for c in _I0_LARGE[1:]:
+        large *= u
+        large += np.float32(c)
+    large /= np.sqrt(big)
+    return np.where(x <= cut, small, large).astype(np.float64)
 
 
 #: grids with at least this many ocean cells compute the images prior's two axes in two threads
@@ -478,7 +554,7 @@ def image_normalization(grid: Grid, steps: int, *, nodes: int | None = None, rea
     images one period away. ``nodes`` (default 6 for M ≥ 8, 24 below): quadrature error about 4e-4 in γ² at
     M = 10, far below the approximation's own.
     """
-    from scipy.special import gammaln, i0e, roots_genlaguerre
+    from scipy.special import gammaln, roots_genlaguerre
 
     steps = check_steps(steps)
     ocean = grid.mask
@@ -496,7 +572,7 @@ def image_normalization(grid: Grid, steps: int, *, nodes: int | None = None, rea
         fwd, bwd = (np.minimum(r, cap) for r in _wall_distances(grid, axis))
         kk = k[ocean]
         z = 2.0 * t[None, :] * kk[:, None]
-        free = i0e(z)
+        free = _i0e_single(z)
         total = free.copy()
         cut = reach * np.sqrt(kk) + 2.0
         width = fwd + bwd + 1
@@ -532,18 +608,35 @@ def image_normalization(grid: Grid, steps: int, *, nodes: int | None = None, rea
     diag = (sx * sy) @ w  # [(I+S)^{-M}]_ii
     gamma = np.full(ocean.shape, np.nan)
     gamma[ocean] = np.sqrt(grid.area[ocean] / diag)
-    free = (fx * fy) @ w
-    walls = []
-    for one_axis in (sx * fy, fx * sy):
-        f = np.zeros(ocean.shape)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            f[ocean] = np.log((one_axis @ w) / free)
-        walls.append(np.where(np.isfinite(f), f, 0.0))
-    _WALL_FACTORS.setdefault(grid, {})[int(steps)] = tuple(walls)
+    _WALL_FACTORS.setdefault(grid, {})[int(steps)] = _ImageSeries(ocean, w, sx, fx, sy, fy)
     return gamma
 
 
-#: the images prior's per-axis wall factors of the grids it last ran on (weakly keyed: they go with the grid)
+class _ImageSeries:
+    """The images prior's per-axis quadrature series of one grid, kept so that :func:`image_wall_factors` can
+    derive the wall factors later without recomputing the prior (and the prior need not derive them: most
+    models do not use them)."""
+
+    def __init__(self, ocean, w, sx, fx, sy, fy):
+        self.ocean, self.w, self.series = ocean, w, (sx, fx, sy, fy)
+        self._walls: tuple[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def walls(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._walls is None:
+            sx, fx, sy, fy = self.series
+            free = (fx * fy) @ self.w
+            walls = []
+            for one_axis in (sx * fy, fx * sy):
+                f = np.zeros(self.ocean.shape)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    f[self.ocean] = np.log((one_axis @ self.w) / free)
+                walls.append(np.where(np.isfinite(f), f, 0.0))
+            self._walls, self.series = (walls[0], walls[1]), None
+        return self._walls
+
+
+#: the images prior's series of the grids it last ran on, per M (weakly keyed: they go with the grid)
 _WALL_FACTORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -559,7 +652,7 @@ def image_wall_factors(grid: Grid, steps: int) -> tuple[np.ndarray, np.ndarray]:
     if found is None:
         image_normalization(grid, steps)
         found = _WALL_FACTORS[grid][steps]
-    return found
+    return found.walls
 
 
 def normalize(grid: Grid, steps: int, method: str = "exact", *, samples: int = 1000,

@@ -159,6 +159,9 @@ def test_ive_integer_order_matches_scipy():
     assert rel[ref[2:] > 1e-30].max() < 3e-4  # single precision below: terms added to sums of order 1e-3 – 1
     assert np.abs(got[2:] - ref[2:])[ref[2:] <= 1e-30].max() < 1e-30
     assert (got[:, 0] == 0).all()
+    # the same numbers with no order <= 2 at all (no row split) and with an order per element (no rows)
+    np.testing.assert_array_equal(_ive_integer_order(order[2:], x), got[2:])
+    np.testing.assert_array_equal(_ive_integer_order(np.broadcast_to(order, got.shape).copy(), x), got)
 
 
 def test_images_threaded_axes_give_the_same_result(monkeypatch):

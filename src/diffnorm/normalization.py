@@ -588,35 +588,37 @@ def image_normalization(grid: Grid, steps: int, *, nodes: int | None = None, rea
     diag = (sx * sy) @ w  # [(I+S)^{-M}]_ii
     gamma = np.full(ocean.shape, np.nan)
     gamma[ocean] = np.sqrt(grid.area[ocean] / diag)
-    _WALL_FACTORS.setdefault(grid, {})[int(steps)] = _ImageSeries(ocean, w, sx, fx, sy, fy)
+    # the variance with each axis's walls alone and with none (three vectors: cheap to keep for every grid that
+    # lives, unlike the (cells × nodes) series); the wall factors are their logarithms, taken when asked for
+    _WALL_FACTORS.setdefault(grid, {})[int(steps)] = _ImageSeries(ocean, (sx * fy) @ w, (fx * sy) @ w, (fx * fy) @ w)
     return gamma
 
 
 class _ImageSeries:
-    """The images prior's per-axis quadrature series of one grid, kept so that :func:`image_wall_factors` can
-    derive the wall factors later without recomputing the prior (and the prior need not derive them: most
-    models do not use them)."""
+    """What :func:`image_wall_factors` needs of the images prior of one grid, kept so that it can derive the wall
+    factors later without recomputing the prior (and the prior need not derive them: most models do not use
+    them)."""
 
-    def __init__(self, ocean, w, sx, fx, sy, fy):
-        self.ocean, self.w, self.series = ocean, w, (sx, fx, sy, fy)
+    def __init__(self, ocean, walls_x_only, walls_y_only, free):
+        self.ocean, self.variances = ocean, (walls_x_only, walls_y_only, free)
         self._walls: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def walls(self) -> tuple[np.ndarray, np.ndarray]:
         if self._walls is None:
-            sx, fx, sy, fy = self.series
-            free = (fx * fy) @ self.w
+            *one_axis, free = self.variances
             walls = []
-            for one_axis in (sx * fy, fx * sy):
+            for v in one_axis:
                 f = np.zeros(self.ocean.shape)
                 with np.errstate(divide="ignore", invalid="ignore"):
-                    f[self.ocean] = np.log((one_axis @ self.w) / free)
+                    f[self.ocean] = np.log(v / free)
                 walls.append(np.where(np.isfinite(f), f, 0.0))
-            self._walls, self.series = (walls[0], walls[1]), None
+            self._walls, self.variances = (walls[0], walls[1]), None
         return self._walls
 
 
-#: the images prior's series of the grids it last ran on, per M (weakly keyed: they go with the grid)
+#: the images prior's wall data (:class:`_ImageSeries`) of the grids it last ran on, per M (weakly keyed: they go
+#: with the grid)
 _WALL_FACTORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 

@@ -73,23 +73,28 @@ def exact_on_components(grid, steps: int, cells: np.ndarray) -> np.ndarray:
     flat = idx[cells]
     adj = coo_matrix((np.ones(src.size), (src, dst)), shape=(ny * nx, ny * nx)).tocsr()
     _, labels = connected_components(adj, directed=False)
-    lab = labels[flat]
-    area = grid.area.ravel()
-    for comp in np.unique(lab):
-        members = flat[lab == comp]
-        n = members.size
-        local = {int(c): k for k, c in enumerate(members)}
-        a = np.diag(area[members].astype(np.float64))
+    area = grid.area.ravel().astype(np.float64)
+    # cells grouped by component; ``local`` is each cell's index inside its own component
+    order = np.argsort(labels[flat], kind="stable")
+    members_all = flat[order]
+    comps, starts, sizes = np.unique(labels[members_all], return_index=True, return_counts=True)
+    local = np.empty(ny * nx, dtype=np.int64)
+    local[members_all] = np.arange(members_all.size) - np.repeat(starts, sizes)
+    # faces grouped the same way (both ends of a face lie in one component)
+    face_order = np.argsort(labels[src], kind="stable")
+    src, dst, val = src[face_order], dst[face_order], val[face_order]
+    face_bounds = np.searchsorted(labels[src], comps), np.searchsorted(labels[src], comps, side="right")
+    single = sizes == 1  # one cell: L = 1, so γ = sqrt(area)
+    out.ravel()[members_all[starts[single]]] = np.sqrt(area[members_all[starts[single]]])
+    for k in np.flatnonzero(~single):
+        members = members_all[starts[k]:starts[k] + sizes[k]]
+        lo, hi = face_bounds[0][k], face_bounds[1][k]
+        i, j, d = local[src[lo:hi]], local[dst[lo:hi]], val[lo:hi]
+        a = np.diag(area[members])
         w = a.copy()
-        sel = np.isin(src, members)
-        for p, q, d in zip(src[sel], dst[sel], val[sel], strict=True):
-            i, j = local[int(p)], local[int(q)]
-            a[i, i] += d
-            a[j, j] += d
-            a[i, j] -= d
-            a[j, i] -= d
-        l1 = np.linalg.solve(a, w) if n > 1 else np.ones((1, 1))
-        h = np.linalg.matrix_power(l1, steps // 2)
+        np.add.at(a, (np.concatenate([i, j, i, j]), np.concatenate([i, j, j, i])),
+                  np.concatenate([d, d, -d, -d]))
+        h = np.linalg.matrix_power(np.linalg.solve(a, w), steps // 2)
         v = (h**2 / area[members][None, :]).sum(axis=1)
         out.ravel()[members] = v**-0.5
     return out

@@ -33,13 +33,19 @@ def _input(ny=40, nx=48, land_rows=(6, 5), land_cols=(0, 0), seed=0):
     return torch.from_numpy(x), ocean
 
 
-@pytest.mark.parametrize("skip", ["v2", "v1", "none"])
+@pytest.mark.parametrize(("skip", "activation"), [("v2", "relu"), ("v1", "relu"), ("none", "relu"),
+                                                  ("v2", "prelu"), ("v2", "elu")])
 @pytest.mark.parametrize("periodic", [(True, False), (False, False), (False, True)])
-def test_forward_ocean_matches_model_on_ocean(skip, periodic):
+def test_forward_ocean_matches_model_on_ocean(skip, activation, periodic):
     torch.manual_seed(0)
     model = _trained_like(build_model("cnn", in_channels=5, filters=8, blocks=2, layers_per_block=2, skip=skip,
-                                      padding="valid", dilations=[1, 2, 1, 2, 1], periodic_x=periodic[0],
-                                      periodic_y=periodic[1]))
+                                      activation=activation, padding="valid", dilations=[1, 2, 1, 2, 1],
+                                      periodic_x=periodic[0], periodic_y=periodic[1]))
+    if activation == "prelu":  # learned slopes away from their initial 0.25 (one per layer)
+        with torch.no_grad():
+            for mod in model.modules():
+                if isinstance(mod, torch.nn.PReLU):
+                    mod.weight.uniform_(-0.5, 0.5)
     x, ocean = _input(land_cols=(3, 4))
     with torch.inference_mode():
         ref = model(x)

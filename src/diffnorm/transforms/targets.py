@@ -94,13 +94,14 @@ def _exact_on_components(grid, steps: int, cells: np.ndarray) -> np.ndarray:
     # faces grouped the same way (both ends of a face lie in one component)
     face_order = np.argsort(labels[src], kind="stable")
     src, dst, val = src[face_order], dst[face_order], val[face_order]
-    face_bounds = np.searchsorted(labels[src], comps), np.searchsorted(labels[src], comps, side="right")
+    face_lo = np.searchsorted(labels[src], comps)
+    face_hi = np.searchsorted(labels[src], comps, side="right")
     single = sizes == 1  # one cell: L = 1, so γ = sqrt(area)
     out.ravel()[members_all[starts[single]]] = np.sqrt(area[members_all[starts[single]]])
     for k in np.flatnonzero(~single):
         members = members_all[starts[k]:starts[k] + sizes[k]]
-        lo, hi = face_bounds[0][k], face_bounds[1][k]
-        i, j, d = local[src[lo:hi]], local[dst[lo:hi]], val[lo:hi]
+        faces_k = slice(face_lo[k], face_hi[k])
+        i, j, d = local[src[faces_k]], local[dst[faces_k]], val[faces_k]
         a = np.diag(area[members])
         w = a.copy()
         np.add.at(a, (np.concatenate([i, j, i, j]), np.concatenate([i, j, j, i])),

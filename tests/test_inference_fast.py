@@ -33,14 +33,15 @@ def _input(ny=40, nx=48, land_rows=(6, 5), land_cols=(0, 0), seed=0):
     return torch.from_numpy(x), ocean
 
 
-@pytest.mark.parametrize(("skip", "activation"), [("v2", "relu"), ("v1", "relu"), ("none", "relu"),
-                                                  ("v2", "prelu"), ("v2", "elu")])
+@pytest.mark.parametrize(("skip", "activation", "batchnorm"),
+                         [("v2", "relu", True), ("v1", "relu", True), ("none", "relu", True), ("v2", "prelu", True),
+                          ("v2", "elu", True), ("v2", "relu", False)])
 @pytest.mark.parametrize("periodic", [(True, False), (False, False), (False, True)])
-def test_forward_ocean_matches_model_on_ocean(skip, activation, periodic):
+def test_forward_ocean_matches_model_on_ocean(skip, activation, batchnorm, periodic):
     torch.manual_seed(0)
     model = _trained_like(build_model("cnn", in_channels=5, filters=8, blocks=2, layers_per_block=2, skip=skip,
-                                      activation=activation, padding="valid", dilations=[1, 2, 1, 2, 1],
-                                      periodic_x=periodic[0], periodic_y=periodic[1]))
+                                      activation=activation, batchnorm=batchnorm, padding="valid",
+                                      dilations=[1, 2, 1, 2, 1], periodic_x=periodic[0], periodic_y=periodic[1]))
     if activation == "prelu":  # learned slopes away from their initial 0.25 (one per layer)
         with torch.no_grad():
             for mod in model.modules():

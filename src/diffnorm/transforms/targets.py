@@ -59,7 +59,7 @@ def exact_on_components(grid, steps: int, cells: np.ndarray) -> np.ndarray:
 
     BLAS runs single-threaded: this runs beside the images prior's threads (:func:`analytic_prior`), and
     multi-threaded OpenBLAS spin-waits for a core they hold (measured: a 260-cell component made a 1°
-    prediction 25 ms slower with it, 1 ms slower without)."""
+    prediction 25 ms slower with it, 1-3 ms slower without)."""
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1, user_api="blas"):

@@ -82,8 +82,12 @@ def _exact_on_components(grid, steps: int, cells: np.ndarray) -> np.ndarray:
     dst = np.concatenate([f[1] for f in faces])
     val = np.concatenate([f[2] for f in faces])
     flat = idx[cells]
-    adj = coo_matrix((np.ones(src.size), (src, dst)), shape=(ny * nx, ny * nx)).tocsr()
-    _, labels = connected_components(adj, directed=False)
+    # components of the cells' own graph (a few hundred nodes, not the whole grid), as a label per grid cell
+    pos = np.full(ny * nx, -1, dtype=np.int64)
+    pos[flat] = np.arange(flat.size)
+    adj = coo_matrix((np.ones(src.size), (pos[src], pos[dst])), shape=(flat.size, flat.size)).tocsr()
+    labels = np.full(ny * nx, -1, dtype=np.int64)
+    labels[flat] = connected_components(adj, directed=False)[1]
     area = grid.area.ravel().astype(np.float64)
     # cells grouped by component; ``local`` is each cell's index inside its own component
     order = np.argsort(labels[flat], kind="stable")

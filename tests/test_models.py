@@ -76,3 +76,22 @@ def test_torchscript(name):
     scripted = torch.jit.script(model)
     x = torch.randn(1, 2, 10, 12)
     torch.testing.assert_close(scripted(x), model(x))
+
+
+def test_bf16_autocast_keeps_the_output_layer_in_float32():
+    """Mixed-precision training (``trainer.precision: bf16-mixed``): the hidden layers run in bf16, the output
+    layer in float32, so the prediction is not rounded to bf16's 3 digits (2e-3 in ε on a coastal cell)."""
+    torch.manual_seed(0)
+    model = build_model("cnn", in_channels=3, filters=8, blocks=2, skip="v2", batchnorm=False)
+    seen = {}
+    model.output_layer.conv.register_forward_hook(lambda m, a, out: seen.update(inp=a[0].dtype, out=out.dtype))
+    model.blocks[0].layers[0].conv.register_forward_hook(lambda m, a, out: seen.update(hidden=out.dtype))
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        ref = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = model(x)
+    assert seen == {"hidden": torch.bfloat16, "inp": torch.float32, "out": torch.float32}
+    assert y.dtype == torch.float32
+    assert not torch.equal(y, ref)  # the hidden layers really ran in bf16 ...
+    torch.testing.assert_close(y, ref, rtol=0, atol=0.05 * float(ref.abs().max()))  # ... and agree to bf16 rounding

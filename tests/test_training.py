@@ -54,6 +54,18 @@ def test_tiny_model_overfits(tiny, tmp_path):
         assert any(r.get(key) for r in rows), key
 
 
+def test_bf16_mixed_precision_trains(tiny, tmp_path):
+    """``trainer.precision: bf16-mixed`` (4x faster steps for 32 filters on CPUs with AMX): the loss still falls
+    by 30x on the tiny set, and the checkpoint holds float32 weights."""
+    task, trainer = _fit(tiny, tmp_path, 60, model_kwargs={"filters": 16, "blocks": 2, "skip": "v2"}, patch=None,
+                         max_train=1, trainer_kw={"precision": "bf16-mixed"})
+    rows = list(csv.DictReader(open(Path(trainer.logger.log_dir) / "metrics.csv")))
+    losses = [float(r["train_loss_epoch"]) for r in rows if r.get("train_loss_epoch")]
+    assert losses[-1] < losses[0] / 30, (losses[0], losses[-1])
+    state = torch.load(tmp_path / "last.ckpt", weights_only=True)["state_dict"]
+    assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())
+
+
 def test_same_seed_same_weights_and_resume(tiny, tmp_path):
     a, _ = _fit(tiny, tmp_path / "a", 4)
     b, _ = _fit(tiny, tmp_path / "b", 4)

@@ -159,6 +159,9 @@ def main() -> None:
     parser.add_argument("--skip-reference", action="store_true", help="time only the CNN")
     parser.add_argument("--tta", nargs="+", default=["none", "flips"], choices=TTA_CHOICES,
                         help="test-time augmentation settings to time a trained --model with (default: both)")
+    parser.add_argument("--precision", nargs="+", default=["32"], choices=("32", "bf16"),
+                        help="the network's arithmetic for a trained --model (default: float32; bf16 needs AMX or "
+                             "AVX512-BF16 to be fast)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
@@ -170,9 +173,11 @@ def main() -> None:
     predictors, trained = [], False
     if args.model:
         try:
-            predictors = [Predictor.load(args.model, device=args.device, tta=t) for t in args.tta]
+            predictors = [Predictor.load(args.model, device=args.device, tta=t, precision=pr)
+                          for t in args.tta for pr in args.precision]
             for p in predictors:
-                p.name = f"{args.model}, TTA {'+'.join(p.tta_transforms)}"
+                p.name = f"{args.model}, TTA {'+'.join(p.tta_transforms)}" + \
+                    ("" if p.precision == "32" else f", {p.precision}")
             trained = True
         except Exception as exc:  # noqa: BLE001 - fall back to timing the architecture
             print(f"cannot load {args.model} ({exc}); timing untrained networks instead")

@@ -85,3 +85,20 @@ def test_same_padding_and_unet_run_unchanged():
                   build_model("unet", in_channels=5).eval()):
         with torch.inference_mode():
             assert torch.equal(forward_ocean(model, x, ocean), model(x))
+
+
+def test_forward_ocean_bf16_is_float32_out_and_close():
+    """bf16 autocast on the folded fast path: a float32 output (the output layer stays float32) within bf16 rounding
+    of the float32 forward pass."""
+    torch.manual_seed(0)
+    model = _trained_like(build_model("cnn", in_channels=5, filters=8, blocks=2, skip="v2", padding="valid",
+                                      dilations=[1, 2, 1, 2, 1], periodic_x=True))
+    x, ocean = _input()
+    with torch.inference_mode():
+        ref = forward_ocean(model, x, ocean)
+        out = forward_ocean(model, x, ocean, precision="bf16")
+    assert out.dtype == torch.float32 and not torch.equal(out, ref)
+    scale = float(ref[0, 0].abs().max())
+    np.testing.assert_allclose(out[0, 0].numpy()[ocean], ref[0, 0].numpy()[ocean], rtol=0, atol=0.05 * scale)
+    with pytest.raises(ValueError, match="unknown precision"):
+        forward_ocean(model, x, ocean, precision="16")

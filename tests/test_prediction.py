@@ -168,6 +168,22 @@ def test_onnxruntime_backend_matches_torch(setup, tmp_path):
                                rtol=1e-6)
 
 
+def test_bf16_precision_predicts_close_to_float32_and_refuses_onnx(setup, tmp_path, capsys):
+    """``--precision bf16``: the hidden layers in bfloat16, γ within bf16 rounding of the float32 prediction (not
+    equal to it); the ONNX backend (float32) refuses it by name."""
+    d, model, meta, files = setup
+    assert main(["predict", str(d / "tiny.pt"), str(files[0]), "--precision", "bf16",
+                 "-o", str(tmp_path / "b.nc")]) == 0
+    grid = read_grid(files[0])
+    g16, ref = read_gamma(tmp_path / "b.nc")[grid.mask], manual_gamma(model, meta, grid)[grid.mask]
+    assert not np.array_equal(g16, ref)
+    np.testing.assert_allclose(g16, ref, rtol=3e-2)
+    with pytest.raises(ValueError, match="precision bf16 needs backend 'torch'"):
+        Predictor.load(d / "tiny.pt", backend="onnxruntime", precision="bf16")
+    with pytest.raises(ValueError, match="unknown precision 'fp8'"):
+        Predictor.load(d / "tiny.pt", precision="fp8")
+
+
 def test_geometry_cache_follows_the_mask():
     grids = make_grids(1)
     model, meta = make_bundle(grids)

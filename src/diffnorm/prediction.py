@@ -92,6 +92,9 @@ class Predictor:
     backend: str = "torch"
     #: test-time augmentation: "model" (the model's meta["tta"], none if absent), "none", "flips" or a list of flips
     tta: str | list[str] | None = "model"
+    #: "32" (float32) or "bf16": the network's hidden layers in bfloat16
+    #: (:func:`diffnorm.models.inference.forward_ocean`)
+    precision: str = "32"
     _dev: object = field(default=None, init=False, repr=False)
     _session: object = field(default=None, init=False, repr=False)
     _geometry_cache: dict = field(default_factory=dict, init=False, repr=False)
@@ -100,6 +103,11 @@ class Predictor:
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
+        from .models.inference import check_precision
+
+        self.precision = check_precision(self.precision)
+        if self.precision != "32" and self.backend != "torch":
+            raise ValueError(f"precision {self.precision} needs backend 'torch' (the ONNX export is float32)")
         self._dev = _device(self.device)
         self.model = self.model.to(self._dev).eval()
         self.meta = dict(self.meta)
@@ -157,9 +165,9 @@ class Predictor:
     # -- meta data ------------------------------------------------------------------------
     @classmethod
     def load(cls, model_ref: str | os.PathLike, device: str | None = "cpu", backend: str = "torch",
-             tta: str | list[str] | None = "model") -> Predictor:
+             tta: str | list[str] | None = "model", precision: str = "32") -> Predictor:
         model, meta = load_model(model_ref)
-        return cls(model, meta, device=device, name=str(model_ref), backend=backend, tta=tta)
+        return cls(model, meta, device=device, name=str(model_ref), backend=backend, tta=tta, precision=precision)
 
     @property
     def tta_transforms(self) -> tuple[str, ...]:
@@ -454,7 +462,7 @@ class Predictor:
             out = self._session.run(None, {self._session.get_inputs()[0].name: np.ascontiguousarray(x, np.float32)})
             return np.asarray(out[0], dtype=np.float64)[:, 0]
         with torch.inference_mode():
-            out = forward_ocean(self.model, torch.as_tensor(x, device=self._dev), ocean)
+            out = forward_ocean(self.model, torch.as_tensor(x, device=self._dev), ocean, self.precision)
         if isinstance(out, (tuple, list)):
             out = out[0]
         out = out.detach().to("cpu").double().numpy()

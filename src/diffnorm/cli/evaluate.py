@@ -21,6 +21,10 @@ def _device_arg(p: argparse.ArgumentParser) -> None:
                    help="test-time augmentation: average the network over the grid's flips (x, y, 180°; 4x the "
                         "network's time, smaller errors); 'model' (default) does what the model's meta data says "
                         "(sphere-1deg: flips, sphere-1deg-fast: none)")
+    p.add_argument("--precision", choices=("32", "bf16"), default="32",
+                   help="the network's arithmetic: float32 (default) or bf16 (hidden layers in bfloat16: 1.6x "
+                        "faster for 32 filters on CPUs with AMX/AVX512-BF16, about 1 %% larger ε_mean; slower "
+                        "elsewhere)")
 
 
 def _with_threads(fn):
@@ -120,7 +124,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     kind = args.model.split(":", 1)[0]
     spec = args.model if kind in ("randomized", "analytic", "exact", "cnn") else f"cnn:{args.model}"
-    estimator = parse_method(spec, device=args.device, force=args.force, backend=args.backend, tta=args.tta)[1]
+    estimator = parse_method(spec, device=args.device, force=args.force, backend=args.backend, tta=args.tta,
+                             precision=args.precision)[1]
     steps = iter_split(args.dataset, args.split, args.limit)[0]
     ev = evaluate_streaming({"model": estimator}, args.dataset, args.split, args.limit, args.distance,
                             log=(lambda s: print(s, file=sys.stderr)) if args.verbose else None)["model"]
@@ -145,7 +150,7 @@ def _compare(args: argparse.Namespace) -> int:
 
     table = compare_methods(args.methods, args.dataset, args.split, args.limit, device=args.device,
                             force=args.force, log=lambda s: print(s, file=sys.stderr), backend=args.backend,
-                            tta=args.tta)
+                            tta=args.tta, precision=args.precision)
     print(compare_markdown(table))
     for out in args.output:
         print(f"wrote {write_table(table, out)}", file=sys.stderr)
@@ -155,7 +160,8 @@ def _compare(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from ..prediction import Predictor, predict_files
 
-    predictor = Predictor.load(args.model, device=args.device, backend=args.backend, tta=args.tta)
+    predictor = Predictor.load(args.model, device=args.device, backend=args.backend, tta=args.tta,
+                               precision=args.precision)
     predict_files(predictor, args.grids, args.output, steps=args.steps, batch_size=args.batch_size,
                   force=args.force, log=print)
     return 0

@@ -15,6 +15,10 @@ the standardized output, i.e. < 1e-6 relative in γ for the shipped model), fast
   parameter or buffer changes (version counter, storage).
 
 A model in training mode, or any other kind of network, runs unchanged (``model(x)``).
+
+``precision="bf16"`` runs the hidden layers in bfloat16 (autocast; the output layer stays float32): on CPUs with
+AMX / AVX512-BF16 units a 32-filter network runs 2-3x faster, at about 1 % of ε_mean; elsewhere bf16 is emulated
+and slower.
 """
 
 from __future__ import annotations
@@ -30,6 +34,16 @@ from .cnn import CNN
 from .padding import geo_pad
 
 _FOLDED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+#: the arithmetic a prediction can run the network in
+PRECISIONS = ("32", "bf16")
+
+
+def check_precision(precision: str) -> str:
+    precision = str(precision)
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    return precision
 
 
 def _version(t: torch.Tensor) -> int:
@@ -88,9 +102,18 @@ def ocean_window(ocean: np.ndarray, axis: int) -> tuple[int, int] | None:
     return None if hit.size == 0 else (int(hit[0]), int(hit[-1]) + 1)
 
 
-def forward_ocean(model: nn.Module, x: torch.Tensor, ocean: np.ndarray | None = None) -> torch.Tensor:
+def forward_ocean(model: nn.Module, x: torch.Tensor, ocean: np.ndarray | None = None,
+                  precision: str = "32") -> torch.Tensor:
     """``model(x)`` for a ``(B, C, ny, nx)`` batch, exact on the ``ocean`` cells (``(ny, nx)`` or ``(B, ny, nx)``
-    boolean; None: everywhere) and fast; see the module docstring. Call it under ``torch.inference_mode()``."""
+    boolean; None: everywhere) and fast; see the module docstring. Call it under ``torch.inference_mode()``.
+    ``precision``: "32" (float32) or "bf16" (hidden layers in bfloat16; the output is float32)."""
+    bf16 = check_precision(precision) == "bf16"
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        y = _forward_ocean(model, x, ocean)
+    return y.float() if bf16 and isinstance(y, torch.Tensor) else y
+
+
+def _forward_ocean(model: nn.Module, x: torch.Tensor, ocean: np.ndarray | None) -> torch.Tensor:
     if not isinstance(model, CNN) or model.training or model.padding != "valid" or model.margin <= 0:
         return model(x)
     cpu = x.device.type == "cpu"

@@ -84,7 +84,7 @@ def load_model(ref: str | os.PathLike):
 
 
 def predict_gamma(model, meta: dict, grid, steps: int | None = None, force: bool = False,
-                  tta: str | list[str] | None = "model") -> np.ndarray:
+                  tta: str | list[str] | None = "model", precision: str = "32") -> np.ndarray:
     """γ ``(ny, nx)`` (NaN on land) of a :class:`~diffnorm.grid.Grid` with a model from :func:`load_model`.
 
     ``tta``: test-time augmentation — ``"model"`` (default: the model's ``meta["tta"]``, none if absent),
@@ -95,6 +95,7 @@ def predict_gamma(model, meta: dict, grid, steps: int | None = None, force: bool
 
     Raises :class:`diffnorm.prediction.ModelMismatchError` when more than 1 % of the ocean cells have a
     standardized input beyond ±12 (inputs far outside the training data, e.g. wrong units), unless ``force``.
+    ``precision="bf16"`` runs the network's hidden layers in bfloat16 (:func:`diffnorm.models.inference.forward_ocean`).
     """
     import torch
 
@@ -132,7 +133,7 @@ def predict_gamma(model, meta: dict, grid, steps: int | None = None, force: bool
     from ..models.inference import forward_ocean
 
     with torch.inference_mode():
-        y = forward_ocean(model, x.to(dev), np.stack(masks))  # exact on the ocean, faster (land rows skipped)
+        y = forward_ocean(model, x.to(dev), np.stack(masks), precision)  # exact on the ocean, land rows skipped
     y = y[:, 0].double().cpu().numpy()
     y = tta_mean(y, transforms)
     gamma = tt.inverse(y, grid.mask, prior)

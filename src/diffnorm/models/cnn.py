@@ -135,12 +135,17 @@ class CNN(nn.Module):
         else:
             for blk in self.blocks:
                 h = blk(h)
-        if torch.is_autocast_enabled(h.device.type):
-            # mixed precision (bf16) training: the output layer in float32, since bf16's 3 significant digits
-            # would round a standardized target of 6 (a coastal cell) by 0.016, i.e. 2e-3 in ε
-            with torch.autocast(h.device.type, enabled=False):
-                return self.output_layer(h.float())
+        if not torch.jit.is_scripting():  # (TorchScript skips this block: it knows no autocast query by device)
+            if torch.is_autocast_enabled(h.device.type):
+                return self._output_float32(h)
         return self.output_layer(h)
+
+    @torch.jit.unused
+    def _output_float32(self, h: torch.Tensor) -> torch.Tensor:
+        """The output layer in float32 under autocast (bf16 mixed precision): bf16's 3 significant digits would
+        round a standardized target of 6 (a coastal cell) by 0.016, i.e. 2e-3 in ε."""
+        with torch.autocast(h.device.type, enabled=False):
+            return self.output_layer(h.float())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, ny, nx) → (B, out, ny, nx)``; pads by the receptive field first (valid padding)."""

@@ -22,9 +22,9 @@ def _device_arg(p: argparse.ArgumentParser) -> None:
                         "network's time, smaller errors); 'model' (default) does what the model's meta data says "
                         "(sphere-1deg: flips, sphere-1deg-fast: none)")
     p.add_argument("--precision", choices=("32", "bf16"), default="32",
-                   help="the network's arithmetic: float32 (default) or bf16 (hidden layers in bfloat16: 1.6x "
-                        "faster for 32 filters on CPUs with AMX/AVX512-BF16, about 1 %% larger ε_mean; slower "
-                        "elsewhere)")
+                   help="the network's arithmetic: float32 (default) or bf16 (hidden layers in bfloat16: "
+                        "sphere-1deg predicts 1.6-1.9x faster on CPUs with AMX/AVX512-BF16, with about 2 %% larger "
+                        "ε_mean; slower elsewhere)")
 
 
 def _with_threads(fn):

@@ -28,6 +28,7 @@ import numpy as np
 
 from diffnorm.datasets import NormalizationDataset
 from diffnorm.metrics import aggregate_metrics, sample_metrics
+from diffnorm.models.inference import PRECISIONS
 from diffnorm.normalization import image_normalization, randomized_normalization
 from diffnorm.pretrained import load_model, predict_gamma
 from diffnorm.transforms.augmentation import TTA_CHOICES, tta_transforms
@@ -64,7 +65,7 @@ def main() -> None:
     ap.add_argument("--tta", default="model", choices=TTA_CHOICES,
                     help="test-time augmentation of the CNN row (default: the model's own setting); with flips, a "
                          "row 'cnn, no TTA' gives the plain network beside it")
-    ap.add_argument("--precision", choices=("32", "bf16"), default="32",
+    ap.add_argument("--precision", choices=PRECISIONS, default="32",
                     help="the network's arithmetic (bf16: hidden layers in bfloat16, fast on CPUs with AMX)")
     ap.add_argument("-o", "--output", default="benchmarks/results/cnn_sphere.md")
     args = ap.parse_args()

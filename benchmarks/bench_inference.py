@@ -35,6 +35,7 @@ import torch
 from diffnorm.families import coast_geometry, sphere_geometry
 from diffnorm.generators import generate_grid
 from diffnorm.metrics import sample_metrics
+from diffnorm.models.inference import PRECISIONS
 from diffnorm.normalization import exact_normalization, randomized_normalization
 from diffnorm.prediction import Predictor
 from diffnorm.transforms import Standardizer
@@ -159,7 +160,7 @@ def main() -> None:
     parser.add_argument("--skip-reference", action="store_true", help="time only the CNN")
     parser.add_argument("--tta", nargs="+", default=["none", "flips"], choices=TTA_CHOICES,
                         help="test-time augmentation settings to time a trained --model with (default: both)")
-    parser.add_argument("--precision", nargs="+", default=["32"], choices=("32", "bf16"),
+    parser.add_argument("--precision", nargs="+", default=["32"], choices=PRECISIONS,
                         help="the network's arithmetic for a trained --model (default: float32; bf16 needs AMX or "
                              "AVX512-BF16 to be fast)")
     parser.add_argument("--out", type=Path, default=None)

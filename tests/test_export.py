@@ -183,3 +183,10 @@ def test_cli_tta_choices_are_the_library_s():
     from diffnorm.transforms.augmentation import TTA_CHOICES
 
     assert tuple(cli_choices) == tuple(TTA_CHOICES)
+
+
+def test_cli_precision_choices_are_the_library_s():
+    from diffnorm.cli.evaluate import PRECISION_CHOICES
+    from diffnorm.models.inference import PRECISIONS
+
+    assert tuple(PRECISION_CHOICES) == tuple(PRECISIONS)

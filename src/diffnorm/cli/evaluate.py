@@ -8,6 +8,8 @@ from pathlib import Path
 
 # = diffnorm.transforms.augmentation.TTA_CHOICES, spelled out: importing it costs 0.4 s at every start-up
 TTA_CHOICES = ("model", "none", "flips")
+# = diffnorm.models.inference.PRECISIONS, spelled out for the same reason (it imports torch)
+PRECISION_CHOICES = ("32", "bf16")
 
 
 def _device_arg(p: argparse.ArgumentParser) -> None:
@@ -21,7 +23,7 @@ def _device_arg(p: argparse.ArgumentParser) -> None:
                    help="test-time augmentation: average the network over the grid's flips (x, y, 180°; 4x the "
                         "network's time, smaller errors); 'model' (default) does what the model's meta data says "
                         "(sphere-1deg: flips, sphere-1deg-fast: none)")
-    p.add_argument("--precision", choices=("32", "bf16"), default="32",
+    p.add_argument("--precision", choices=PRECISION_CHOICES, default="32",
                    help="the network's arithmetic: float32 (default) or bf16 (hidden layers in bfloat16: "
                         "sphere-1deg predicts 1.6-1.9x faster on CPUs with AMX/AVX512-BF16, with about 2 %% larger "
                         "ε_mean; slower elsewhere)")

@@ -95,3 +95,35 @@ def test_bf16_autocast_keeps_the_output_layer_in_float32():
     assert y.dtype == torch.float32
     assert not torch.equal(y, ref)  # the hidden layers really ran in bf16 ...
     torch.testing.assert_close(y, ref, rtol=0, atol=0.05 * float(ref.abs().max()))  # ... and agree to bf16 rounding
+
+
+def test_bf16_training_output_has_the_float32_value_and_a_bf16_gradient():
+    """In training (gradients on) the output layer's value is still float32, bit for bit, while its backward pass
+    runs through a bf16 copy of the layer (the cheap path); the weight gradient equals the float32 layer's to bf16
+    rounding."""
+    torch.manual_seed(0)
+    model = build_model("cnn", in_channels=3, filters=8, blocks=2, skip="v2", batchnorm=False)
+    seen = []
+    model.output_layer.conv.register_forward_hook(lambda m, a, out: seen.append(out.dtype))
+    x, target = torch.randn(2, 3, 16, 16), torch.randn(2, 1, 16, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = model(x)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        y_eval = model(x)
+    assert sorted(map(str, seen)) == ["torch.bfloat16", "torch.float32", "torch.float32"]
+    assert y.dtype == torch.float32 and y.requires_grad
+    torch.testing.assert_close(y.detach(), y_eval, rtol=0, atol=1e-6)
+    ((y - target) ** 2).mean().backward()
+    g = model.output_layer.conv.weight.grad.clone()
+    model.zero_grad()
+    model._output_float32 = lambda h: _float32_layer(model, h)  # the reference: a float32 output layer, both ways
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y32 = model(x)
+    ((y32 - target) ** 2).mean().backward()
+    torch.testing.assert_close(y32.detach(), y.detach(), rtol=0, atol=1e-6)  # the same value
+    torch.testing.assert_close(g, model.output_layer.conv.weight.grad, rtol=0.02, atol=1e-3 * float(g.abs().max()))
+
+
+def _float32_layer(model, h):
+    with torch.autocast("cpu", enabled=False):
+        return model.output_layer(h.float())

@@ -142,10 +142,20 @@ class CNN(nn.Module):
 
     @torch.jit.unused
     def _output_float32(self, h: torch.Tensor) -> torch.Tensor:
-        """The output layer in float32 under autocast (bf16 mixed precision): bf16's 3 significant digits would
-        round a standardized target of 6 (a coastal cell) by 0.016, i.e. 2e-3 in ε."""
-        with torch.autocast(h.device.type, enabled=False):
-            return self.output_layer(h.float())
+        """The output layer's value in float32 under autocast (bf16 mixed precision): bf16's 3 significant digits
+        would round a standardized target of 6 (a coastal cell) by 0.016, i.e. 2e-3 in ε.
+
+        With gradients on (training), the gradient flows through the layer in bf16 instead —
+        ``y16 + (y32 − y16).detach()``: the float32 value, the bf16 layer's gradient. A float32 backward pass
+        of this one layer took a fifth of a 32-filter training step on the CPU (73 against 59 ms a step; 62 ms
+        this way)."""
+        if not torch.is_grad_enabled():
+            with torch.autocast(h.device.type, enabled=False):
+                return self.output_layer(h.float())
+        y16 = self.output_layer(h).float()
+        with torch.no_grad(), torch.autocast(h.device.type, enabled=False):
+            y32 = self.output_layer(h.float())
+        return y16 + (y32 - y16).detach()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, ny, nx) → (B, out, ny, nx)``; pads by the receptive field first (valid padding)."""

@@ -44,6 +44,17 @@ def make_tiny_dataset(root, seed: int = 0, splits: dict | None = None):
     return root
 
 
+def make_tiny_global_dataset(root, seed: int = 0, splits: dict | None = None):
+    """A data set of 18 x 36 global fields (sphere at 10°, periodic in x, real coasts), ℓ 1-3 cells, M = 4."""
+    from diffnorm.generation import DatasetConfig, generate_dataset
+
+    cfg = DatasetConfig(family="sphere", family_params={"res": 10.0}, generator="isotropic",
+                        generator_params={"min_length": 1.0, "max_length": 3.0}, steps=4, seed=seed,
+                        splits=splits or {"train": 2, "val": 1})
+    generate_dataset(root, cfg, scheduler="synchronous", progress=False)
+    return root
+
+
 PERIODIC_CASES = [(False, False), (True, False), (False, True), (True, True)]
 
 

@@ -17,7 +17,7 @@ from diffnorm.pretrained import export_checkpoint, load_model, predict_gamma
 from diffnorm.trainers import NormalizationTask
 from diffnorm.trainers.cli import LatestCheckpoint
 from diffnorm.transforms.inputs import grid_from_fields
-from tests.conftest import make_tiny_dataset
+from tests.conftest import make_tiny_dataset, make_tiny_global_dataset
 
 CHANNELS = ["mask", "distance", "sf_diff_x", "sf_diff_y", "analytic_sf"]
 SMALL = {"filters": 8, "blocks": 2, "skip": "v2"}
@@ -26,6 +26,11 @@ SMALL = {"filters": 8, "blocks": 2, "skip": "v2"}
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     return make_tiny_dataset(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def tiny_global(tmp_path_factory):
+    return make_tiny_global_dataset(tmp_path_factory.mktemp("tiny_global"))
 
 
 def _fit(root, out, epochs, ckpt_path=None, model_kwargs=SMALL, lr=3e-3, patch=8, task_kw=None, trainer_kw=None,
@@ -288,6 +293,74 @@ def test_patches_from_transformed_fields_equal_transformed_windows(tiny, augment
         seen |= {t for (_, t) in ds._ready}
     assert not ref._ready
     assert len(seen) == (8 if isinstance(augment, list) else 4)  # every transform was drawn and checked
+
+
+ALL_TRANSFORMS = ["identity", "rot90", "transpose", "rot270", "antitranspose", "flip_x", "flip_y", "rot180"]
+
+
+def _global_patches(root, wrap, **kw):
+    channels = CHANNELS + ["area_ratio_x", "area_ratio_y"]
+    dm = NormalizationDataModule(str(root), channels=channels, target="log_ratio_images", patch_size=16,
+                                 samples_per_epoch=64, batch_size=4, augment=ALL_TRANSFORMS, margin=3,
+                                 wrap_patches=wrap, **kw)
+    dm.setup("fit")
+    return dm.train_dataloader().dataset
+
+
+def test_wrapped_patches_equal_transformed_windows_on_a_periodic_grid(tiny_global):
+    """Windows that wrap across the seam: cached slices, per-window crops and on-device gathers agree."""
+    ds, ref, by_address = (_global_patches(tiny_global, True, cache_patches=c, patches_on_device=d)
+                           for c, d in ((True, False), (False, False), (True, True)))
+    nx = ds.fields[0].shape[1]
+    wrapped = 0
+    for epoch in range(3):
+        ds.epoch = ref.epoch = by_address.epoch = epoch
+        for i in range(len(ds)):
+            k, t, j0, i0, ph, pw = ds.locate(i)
+            wrapped += i0 + pw > nx
+            item, expected = ds[i], ref[i]
+            gathered = by_address.gather(by_address[i]["patch"][None])
+            assert item["x"].shape == (7, 22, 22)
+            for key in ("x", "y", "mask"):
+                np.testing.assert_array_equal(item[key].numpy(), expected[key].numpy())
+                np.testing.assert_array_equal(gathered[key][0].numpy(), expected[key].numpy())
+    assert wrapped > 20  # 20 of the 36 origins wrap: many windows crossed the seam, under every transform
+
+
+@pytest.mark.parametrize("transform", ["identity", "flip_x", "rot180", "transpose", "rot90"])
+def test_a_wrapped_patch_is_the_patch_of_the_rolled_field(tiny_global, transform):
+    """Brute force: the field rolled along its periodic axis so that the window no longer wraps."""
+    from diffnorm.datamodules.normalization import Field, PatchDataset
+    from diffnorm.datasets import NormalizationDataset
+
+    ds = _global_patches(tiny_global, True)
+    shift = 29  # of 36 columns: the window covers columns 29..35 and 0..8
+    item = dict(NormalizationDataset(str(tiny_global), "train")[0])
+    for name in ("diff_x", "diff_y", "area", "mask", "gamma", "lat", "lon"):
+        item[name] = np.roll(np.asarray(item[name]), -shift, axis=-1)
+    rolled = PatchDataset([Field(item, ds.input_tf, ds.target_tf)], ds.input_tf, ds.target_tf, 16, 3, 1,
+                          ds.augment, wrap=True)
+    got = ds.patch_at(0, transform, 1, shift, 16, 16)
+    want = rolled.patch_at(0, transform, 1, 0, 16, 16)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    assert got[2].any()  # ocean in the window
+
+
+def test_wrapped_patches_sample_every_column_alike(tiny_global):
+    """Along the periodic axis, coverage is uniform with wrapping; without it the seam's columns starve."""
+    def coverage(ds):
+        hits = np.zeros(ds.fields[0].shape[1])
+        for epoch in range(40):
+            ds.epoch = epoch
+            for i in range(len(ds)):
+                _, _, _, i0, _, pw = ds.locate(i)
+                hits[(i0 + np.arange(pw)) % hits.size] += 1
+        return hits / hits.mean()
+
+    wrapped, inside = coverage(_global_patches(tiny_global, True)), coverage(_global_patches(tiny_global, False))
+    assert wrapped.min() > 0.9 and wrapped.max() < 1.1
+    assert inside[0] < 0.15 and inside[18] > 1.4  # column 0 only when the window starts there: 1 of 21 origins
 
 
 def test_patches_on_device_train_to_the_same_weights(tiny, tmp_path):

@@ -77,12 +77,27 @@ def window_origin(transform: str, j0: int, i0: int, window: tuple[int, int], fie
     (h, w), (ny, nx) = window, field
     for step in TRANSFORMS[transform]:
         if step == "flip_x":
-            i0 = nx - w - i0
+            i0 = (nx - w - i0) % nx  # modulo: a window that wraps across a periodic seam
         elif step == "flip_y":
-            j0 = ny - h - j0
+            j0 = (ny - h - j0) % ny
         else:  # transpose
             j0, i0, h, w, ny, nx = i0, j0, w, h, nx, ny
     return j0, i0
+
+
+def _span(start: int, length: int, period: int, wraps: bool, offset: int = 0) -> slice | np.ndarray:
+    """Indices ``offset + start + k`` for ``k < length``, modulo ``period`` if the window ``wraps`` (then an
+    index array; otherwise a slice, a view)."""
+    if not wraps:
+        return slice(offset + start, offset + start + length)
+    return offset + (start + np.arange(length)) % period
+
+
+def _index(rows: slice | np.ndarray, cols: slice | np.ndarray) -> tuple:
+    """``[..., rows, cols]`` for NumPy and torch alike (two index arrays index the outer product)."""
+    if isinstance(rows, np.ndarray) and isinstance(cols, np.ndarray):
+        rows, cols = rows[:, None], cols[None, :]
+    return rows, cols
 
 
 class PatchDataset(Dataset):
@@ -99,17 +114,22 @@ class PatchDataset(Dataset):
     column, height, width]}``, and :meth:`gather` slices a batch of them from a copy of the cache on the batch's
     device (the data module does it after the batch is moved). On a GPU the patches then cost no CPU time and
     no host-to-device copy: the DataLoader path, one worker, delivers 27 batches of 32 patches per second on this
-    machine (collating and handing over 28 MB per batch), which capped GPU training at 23 steps per second."""
+    machine (collating and handing over 28 MB per batch), which capped GPU training at 23 steps per second.
+
+    With ``wrap`` (the data module's default) a patch along a periodic axis starts at any cell and wraps across
+    the seam, so every column of a global grid is sampled equally often. Without it a window lies inside the
+    field, and the cells within a patch width of the seam are sampled less: on a 0–360° grid with patches of 128
+    columns, those at 10°E (Norway, the Baltic) 12× less often than mid-basin ones."""
 
     def __init__(self, fields: list[Field], input_tf: InputTransform, target_tf: TargetTransform, patch_size: int,
                  margin: int, samples_per_epoch: int, augment: tuple[str, ...] = (), seed: int = 0,
-                 closed: str = "land", cache: bool = True, on_device: bool = False):
+                 closed: str = "land", cache: bool = True, on_device: bool = False, wrap: bool = False):
         if on_device and not cache:
             raise ValueError("patches on the device slice the cache: on_device needs cache=True")
         self.fields, self.input_tf, self.target_tf = fields, input_tf, target_tf
         self.patch, self.margin, self.n = int(patch_size), int(margin), int(samples_per_epoch)
         self.augment, self.seed, self.closed, self.cache = tuple(augment), int(seed), closed, bool(cache)
-        self.on_device = bool(on_device)
+        self.on_device, self.wrap = bool(on_device), bool(wrap)
         self.epoch = 0
         self._ready: dict[tuple[int, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._on: dict[tuple[str, int, str], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
@@ -151,8 +171,9 @@ class PatchDataset(Dataset):
         k = int(rng.integers(len(self.fields)))
         ny, nx = self.fields[k].shape
         ph, pw = min(self.patch, ny), min(self.patch, nx)
-        j0 = int(rng.integers(ny - ph + 1))
-        i0 = int(rng.integers(nx - pw + 1))
+        f = self.fields[k]
+        j0 = int(rng.integers(ny if self.wrap and f.periodic_y and ph < ny else ny - ph + 1))
+        i0 = int(rng.integers(nx if self.wrap and f.periodic_x and pw < nx else nx - pw + 1))
         t = "identity"
         if self.augment:
             choices = self._choices(ny, nx)
@@ -160,23 +181,34 @@ class PatchDataset(Dataset):
         return k, t, j0, i0, ph, pw
 
     def _cached_slices(self, k: int, t: str, j0: int, i0: int, ph: int, pw: int) -> tuple[tuple, tuple]:
-        """Where a window lies in the field's cached, transformed copy: slices of the inputs and of the cells."""
-        a, b = window_origin(t, j0, i0, (ph, pw), self.fields[k].shape)
-        hh, ww = (pw, ph) if "transpose" in TRANSFORMS[t] else (ph, pw)
+        """Where a window lies in the field's cached, transformed copy: indices of the inputs and of the cells.
+
+        The cached inputs are padded by ``margin + 1``, circularly along periodic axes, so they repeat with the
+        field's period there: a window that wraps across the seam reads them modulo that period."""
+        ny, nx = self.fields[k].shape
+        a, b = window_origin(t, j0, i0, (ph, pw), (ny, nx))
+        if "transpose" in TRANSFORMS[t]:
+            ph, pw, ny, nx = pw, ph, nx, ny
         m = self.margin + 1  # one extra cell: face fields shift by one under flips
-        return (slice(None), slice(a + 1, a + hh + 2 * m - 1), slice(b + 1, b + ww + 2 * m - 1)), \
-            (slice(a, a + hh), slice(b, b + ww))
+        wy, wx = a + ph > ny, b + pw > nx  # (only along a periodic axis, where locate lets windows wrap)
+        inputs = _index(_span(a, ph + 2 * m - 2, ny, wy, 1), _span(b, pw + 2 * m - 2, nx, wx, 1))
+        cells = _index(_span(a, ph, ny, wy), _span(b, pw, nx, wx))
+        return (slice(None), *inputs), cells
+
+    def patch_at(self, k: int, t: str, j0: int, i0: int, ph: int, pw: int) -> tuple[np.ndarray, ...]:
+        """Standardized inputs (with margin), target and mask of field ``k``'s window at ``(j0, i0)`` under
+        transform ``t`` (a window past a periodic axis' end wraps)."""
+        if self.cache:
+            x, ys, mask = self.transformed(k, t)
+            inputs, cells = self._cached_slices(k, t, j0, i0, ph, pw)
+            return x[inputs], ys[cells], mask[cells]
+        return self.window(k, t, j0, i0, ph, pw)
 
     def __getitem__(self, i: int) -> dict:
         k, t, j0, i0, ph, pw = self.locate(i)
         if self.on_device:
             return {"patch": torch.tensor([k, list(TRANSFORMS).index(t), j0, i0, ph, pw])}
-        if self.cache:
-            x, ys, mask = self.transformed(k, t)
-            inputs, cells = self._cached_slices(k, t, j0, i0, ph, pw)
-            x, ys, mask = x[inputs], ys[cells], mask[cells]
-        else:
-            x, ys, mask = self.window(k, t, j0, i0, ph, pw)
+        x, ys, mask = self.patch_at(k, t, j0, i0, ph, pw)
         return {"x": torch.from_numpy(np.ascontiguousarray(x)),
                 "y": torch.from_numpy(np.ascontiguousarray(ys[None])),
                 "mask": torch.from_numpy(np.ascontiguousarray(mask[None]))}
@@ -194,7 +226,8 @@ class PatchDataset(Dataset):
             if key not in self._on:
                 self._on[key] = tuple(torch.from_numpy(v).to(dev) for v in self.transformed(k, names[ti]))
             x, ys, mask = self._on[key]
-            inputs, cells = self._cached_slices(k, names[ti], j0, i0, ph, pw)
+            inputs, cells = (tuple(torch.as_tensor(i, device=dev) if isinstance(i, np.ndarray) else i for i in idx)
+                             for idx in self._cached_slices(k, names[ti], j0, i0, ph, pw))
             out["x"].append(x[inputs])
             out["y"].append(ys[cells][None])
             out["mask"].append(mask[cells][None])
@@ -203,9 +236,17 @@ class PatchDataset(Dataset):
     def window(self, k: int, t: str, j0: int, i0: int, ph: int, pw: int):
         """One patch without the cache: crop the padded raw window, transform it, trim the extra cell, standardize."""
         f, m = self.fields[k], self.margin + 1
-        x, valid = f.padded(m, self.closed)
-        win = (slice(None), slice(j0, j0 + ph + 2 * m), slice(i0, i0 + pw + 2 * m))
-        cells = (slice(j0, j0 + ph), slice(i0, i0 + pw))
+        (ny, nx), (x, valid) = f.shape, f.padded(m, self.closed)
+
+        wy, wx = j0 + ph > ny, i0 + pw > nx
+
+        def padded_span(start: int, length: int, n: int, wraps: bool) -> slice | np.ndarray:
+            if not wraps:
+                return slice(start, start + length)
+            return (start - m + np.arange(length)) % n + m  # padded index q holds the field's (q - m) mod n
+
+        win = (slice(None), *_index(padded_span(j0, ph + 2 * m, ny, wy), padded_span(i0, pw + 2 * m, nx, wx)))
+        cells = _index(_span(j0, ph, ny, wy), _span(i0, pw, nx, wx))
         x, ys, mask = self._standardized(x[win], valid[win], f.y[cells], f.mask[cells], t)
         return x[:, 1:-1, 1:-1], ys, mask  # standardizing is per cell: trimming after it changes nothing
 
@@ -262,6 +303,9 @@ class NormalizationDataModule(L.LightningDataModule):
             from a copy of that cache on the training device (``on_after_batch_transfer``): the same patches,
             without CPU work or host-to-device copies per batch, for GPUs fed by few CPU cores. It keeps the cache
             on the device too (≈ 0.8 GB for those 68 fields); ``num_workers`` then applies to validation only.
+        wrap_patches: along a periodic axis a patch may start at any cell and wrap across the seam, so every
+            cell is sampled equally often there (``False``: windows inside the field, as before this option,
+            which undersamples the cells near the seam; see :class:`PatchDataset`).
     """
 
     def __init__(self, data_dirs: list[str] | str = "data/study", channels: list[str] | None = None,
@@ -270,7 +314,7 @@ class NormalizationDataModule(L.LightningDataModule):
                  num_workers: int = 0, val_dirs: list[str] | str | None = None,
                  test_dirs: list[str] | str | None = None, closed: str = "land", max_train: int | None = None,
                  max_val: int | None = None, max_test: int | None = None, exact_small: int = 0,
-                 cache_patches: bool = True, patches_on_device: bool = False):
+                 cache_patches: bool = True, patches_on_device: bool = False, wrap_patches: bool = True):
         super().__init__()
         self.data_dirs = _dirs(data_dirs)
         self.val_dirs = _dirs(val_dirs) or self.data_dirs
@@ -294,6 +338,7 @@ class NormalizationDataModule(L.LightningDataModule):
         self.closed = closed
         self.cache_patches = bool(cache_patches)
         self.patches_on_device = bool(patches_on_device)
+        self.wrap_patches = bool(wrap_patches)
         if self.patches_on_device and not self.cache_patches:
             raise ValueError("patches_on_device slices the patch cache: it needs cache_patches: true")
         self.limits = {"train": max_train, "val": max_val, "test": max_test}
@@ -353,7 +398,7 @@ class NormalizationDataModule(L.LightningDataModule):
                               shuffle=False, num_workers=self.num_workers)
         self.train_set = PatchDataset(fields, self.input_transform, self.target_transform, self.patch_size,
                                       self.margin, self.samples_per_epoch, self.augment, self.seed, self.closed,
-                                      self.cache_patches, self.patches_on_device)
+                                      self.cache_patches, self.patches_on_device, self.wrap_patches)
         if self.trainer is not None:
             self.train_set.epoch = int(self.trainer.current_epoch)
         if self.patches_on_device:  # addresses only: no workers, nothing to pin

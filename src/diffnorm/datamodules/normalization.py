@@ -169,9 +169,9 @@ class PatchDataset(Dataset):
         in the untransformed field; the inputs add the margin around them)."""
         rng = np.random.default_rng([self.seed, self.epoch, int(i)])
         k = int(rng.integers(len(self.fields)))
-        ny, nx = self.fields[k].shape
-        ph, pw = min(self.patch, ny), min(self.patch, nx)
         f = self.fields[k]
+        ny, nx = f.shape
+        ph, pw = min(self.patch, ny), min(self.patch, nx)
         j0 = int(rng.integers(ny if self.wrap and f.periodic_y and ph < ny else ny - ph + 1))
         i0 = int(rng.integers(nx if self.wrap and f.periodic_x and pw < nx else nx - pw + 1))
         t = "identity"
@@ -237,15 +237,9 @@ class PatchDataset(Dataset):
         """One patch without the cache: crop the padded raw window, transform it, trim the extra cell, standardize."""
         f, m = self.fields[k], self.margin + 1
         (ny, nx), (x, valid) = f.shape, f.padded(m, self.closed)
-
         wy, wx = j0 + ph > ny, i0 + pw > nx
-
-        def padded_span(start: int, length: int, n: int, wraps: bool) -> slice | np.ndarray:
-            if not wraps:
-                return slice(start, start + length)
-            return (start - m + np.arange(length)) % n + m  # padded index q holds the field's (q - m) mod n
-
-        win = (slice(None), *_index(padded_span(j0, ph + 2 * m, ny, wy), padded_span(i0, pw + 2 * m, nx, wx)))
+        # padded index q holds the field's cell (q - m) mod n along a periodic axis
+        win = (slice(None), *_index(_span(j0 - m, ph + 2 * m, ny, wy, m), _span(i0 - m, pw + 2 * m, nx, wx, m)))
         cells = _index(_span(j0, ph, ny, wy), _span(i0, pw, nx, wx))
         x, ys, mask = self._standardized(x[win], valid[win], f.y[cells], f.mask[cells], t)
         return x[:, 1:-1, 1:-1], ys, mask  # standardizing is per cell: trimming after it changes nothing

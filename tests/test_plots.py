@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from diffnorm.cli import main
 from diffnorm.grid import Grid
 from diffnorm.io import write_gamma
-from diffnorm.plots import plot_cells_by_distance, plot_error_vs_distance, plot_field
+from diffnorm.plots import join_stages, plot_cells_by_distance, plot_error_vs_distance, plot_field
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -59,3 +60,38 @@ def test_distance_figures_and_field(tmp_path):
     for p in (plot_error_vs_distance(by, tmp_path / "a.png"), plot_cells_by_distance(by, tmp_path / "b.png"),
               plot_field(np.full((3, 4), np.nan), tmp_path / "c.png", log=True)):
         assert p.read_bytes()[:8] == PNG
+
+
+def _stage_log(steps: int, epochs_every: int = 10) -> pd.DataFrame:
+    rows = [{"epoch": s // epochs_every, "step": s, "train_loss_step": 1.0 / (1 + s), "val_eps_max": None}
+            for s in range(steps)]
+    rows.append({"epoch": (steps - 1) // epochs_every, "step": steps - 1, "train_loss_step": None,
+                 "val_eps_max": 0.1})
+    return pd.DataFrame(rows)
+
+
+def test_join_stages_continues_steps_and_epochs():
+    # stages of 30 and 20 steps (epochs 0-2 and 0-1) -> steps 0-49, epochs 0-4, the restart at step 30
+    joined, starts = join_stages([_stage_log(30), _stage_log(20), _stage_log(5)])
+    assert starts == [30, 50]
+    assert joined["step"].tolist()[:30] == list(range(30))
+    assert sorted(set(joined["step"])) == list(range(55))
+    assert sorted(set(joined["epoch"])) == list(range(6))
+    assert joined["val_eps_max"].notna().sum() == 3
+    with pytest.raises(ValueError, match="no log"):
+        join_stages([])
+
+
+def test_learning_curves_of_stages_with_reference_lines(tmp_path):
+    logs = []
+    for k, n in enumerate((30, 20)):
+        d = tmp_path / f"version_{k}"
+        d.mkdir()
+        _stage_log(n).to_csv(d / "metrics.csv", index=False)
+        logs.append(str(d))
+    out = tmp_path / "stages.png"
+    assert main(["plot", "curves", *logs, "--title", "two stages", "--reference", "randomized N=1e4 ε_max=0.059",
+                 "-o", str(out)]) == 0
+    assert out.read_bytes()[:8] == PNG
+    assert main(["plot", "curves", *logs, "--reference", "no value", "-o", str(tmp_path / "x.png")]) == 1
+    assert not (tmp_path / "x.png").exists()

@@ -8,8 +8,12 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 LAND_COLOUR = "#d9d9d9"
 
@@ -151,16 +155,44 @@ def read_lightning_csv(path: str | os.PathLike):
     return df
 
 
-def plot_learning_curves(metrics_csv: str | os.PathLike, path: str | os.PathLike,
+def join_stages(logs: Sequence[pd.DataFrame]) -> tuple[pd.DataFrame, list[int]]:
+    """Logs of consecutive training stages (warm restarts) end to end: ``step`` and ``epoch`` continue.
+
+    Each stage's Lightning log counts from 0; stage k is shifted by the last step (epoch) of the
+    stages before it plus one. Returns the joined log and the first step of every stage after the first.
+    """
+    import pandas as pd
+
+    if not logs:
+        raise ValueError("no log to join")
+    shifted, starts, offset = [], [], {"step": 0, "epoch": 0}
+    for k, df in enumerate(logs):
+        df = df.copy()
+        for col in offset:
+            if col in df:
+                df[col] = df[col] + offset[col]
+        if k:
+            starts.append(int(offset["step"]))
+        for col in offset:
+            if col in df and df[col].notna().any():
+                offset[col] = int(df[col].max()) + 1
+        shifted.append(df)
+    return pd.concat(shifted, ignore_index=True), starts
+
+
+def plot_learning_curves(metrics_csv: str | os.PathLike | Sequence[str | os.PathLike], path: str | os.PathLike,
                          keys: Sequence[str] | None = None, x: str | None = None,
-                         title: str = "learning curves") -> Path:
+                         title: str = "learning curves", reference: dict[str, float] | None = None) -> Path:
     """Every logged metric (or ``keys``) against ``step`` (or ``epoch``), on a log scale when positive.
 
     Lightning's CSV logger writes one row per logging call with blanks elsewhere: each curve keeps
-    only its own non-empty rows.
+    only its own non-empty rows. Several logs are consecutive stages (warm restarts) joined end to
+    end (:func:`join_stages`; dotted lines mark the restarts). ``reference`` draws horizontal lines in
+    the metrics panel, e.g. ``{"randomized N=1e4 ε_max": 0.059}``.
     """
     plt = _plt()
-    df = read_lightning_csv(metrics_csv)
+    paths = [metrics_csv] if isinstance(metrics_csv, (str, os.PathLike)) else list(metrics_csv)
+    df, starts = join_stages([read_lightning_csv(p) for p in paths])
     x = x or ("step" if "step" in df else "epoch" if "epoch" in df else None)
     if x is None:
         raise ValueError("metrics.csv has neither a 'step' nor an 'epoch' column")
@@ -175,6 +207,8 @@ def plot_learning_curves(metrics_csv: str | os.PathLike, path: str | os.PathLike
     groups = {}
     for c in columns:  # losses in one panel, SPEC §3 errors in another
         groups.setdefault("loss" if "loss" in c else "metrics", []).append(c)
+    if reference and "metrics" not in groups:
+        groups["metrics"] = []
     fig, axes = plt.subplots(1, len(groups), figsize=(6.5 * len(groups), 4), squeeze=False)
     for ax, (name, cols) in zip(axes[0], groups.items(), strict=True):
         positive = True
@@ -183,7 +217,16 @@ def plot_learning_curves(metrics_csv: str | os.PathLike, path: str | os.PathLike
             if d.empty:
                 continue
             positive &= bool((d[c] > 0).all())
-            ax.plot(d[x], d[c], ".-" if len(d) < 50 else "-", label=c)
+            noisy = c.endswith("_step")  # per-step values: faint, behind the epoch and validation curves
+            ax.plot(d[x], d[c], ".-" if len(d) < 50 else "-", label=c, alpha=0.35 if noisy else 1.0,
+                    lw=0.8 if noisy else 1.5, zorder=1 if noisy else 2)
+        if name == "metrics":
+            for k, (label, value) in enumerate((reference or {}).items()):
+                ax.axhline(value, color=f"C{len(cols) + k}", ls=":", label=label)
+                positive &= value > 0
+        if x == "step":
+            for s in starts:
+                ax.axvline(s, color="grey", ls=":", lw=0.8)
         if positive:
             ax.set_yscale("log")
         ax.set_xlabel(x)

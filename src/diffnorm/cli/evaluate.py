@@ -112,8 +112,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--abs", action="store_true", help="|ε| on a log scale")
     e.add_argument("-o", "--output", required=True, help="PNG file")
     e.set_defaults(func=_plot_error)
-    c = pl_sub.add_parser("curves", help="learning curves from a Lightning CSV log (metrics.csv or its directory)")
-    c.add_argument("log")
+    c = pl_sub.add_parser("curves", help="learning curves from Lightning CSV logs (metrics.csv or its directory); "
+                          "several logs are consecutive stages (warm restarts), joined end to end")
+    c.add_argument("log", nargs="+")
+    c.add_argument("--title", default="learning curves")
+    c.add_argument("--reference", nargs="+", default=None, metavar="NAME=VALUE",
+                   help="horizontal lines in the metrics panel, e.g. 'randomized N=1e4 ε_max=0.059'")
     c.add_argument("--keys", nargs="+", default=None, help="columns to plot (default: all metrics)")
     c.add_argument("--x", default=None, help="step (default) or epoch")
     c.add_argument("-o", "--output", required=True, help="PNG file")
@@ -217,5 +221,15 @@ def _plot_error(args: argparse.Namespace) -> int:
 def _plot_curves(args: argparse.Namespace) -> int:
     from ..plots import plot_learning_curves
 
-    print(f"wrote {plot_learning_curves(args.log, args.output, keys=args.keys, x=args.x)}")
+    reference = {}
+    for item in args.reference or []:
+        name, sep, value = item.rpartition("=")
+        try:
+            reference[name] = float(value)
+        except ValueError:
+            name = ""
+        if not sep or not name:
+            raise ValueError(f"--reference {item!r}: expected NAME=VALUE with a number after the last '='")
+    out = plot_learning_curves(args.log, args.output, keys=args.keys, x=args.x, title=args.title, reference=reference)
+    print(f"wrote {out}")
     return 0

@@ -298,9 +298,9 @@ def test_patches_from_transformed_fields_equal_transformed_windows(tiny, augment
 ALL_TRANSFORMS = ["identity", "rot90", "transpose", "rot270", "antitranspose", "flip_x", "flip_y", "rot180"]
 
 
-def _global_patches(root, wrap, **kw):
+def _global_patches(root, wrap, patch_size=16, **kw):
     channels = CHANNELS + ["area_ratio_x", "area_ratio_y"]
-    dm = NormalizationDataModule(str(root), channels=channels, target="log_ratio_images", patch_size=16,
+    dm = NormalizationDataModule(str(root), channels=channels, target="log_ratio_images", patch_size=patch_size,
                                  samples_per_epoch=64, batch_size=4, augment=ALL_TRANSFORMS, margin=3,
                                  wrap_patches=wrap, **kw)
     dm.setup("fit")
@@ -361,6 +361,39 @@ def test_wrapped_patches_sample_every_column_alike(tiny_global):
     wrapped, inside = coverage(_global_patches(tiny_global, True)), coverage(_global_patches(tiny_global, False))
     assert wrapped.min() > 0.9 and wrapped.max() < 1.1
     assert inside[0] < 0.15 and inside[18] > 1.4  # column 0 only when the window starts there: 1 of 21 origins
+
+
+def test_full_height_patches_sample_every_cell_alike(tiny_global):
+    """Patches of [rows, columns] as tall as the field: every row and (wrapping) every column covered alike;
+    transposes, which would change the patch shape, are never drawn; all three patch paths agree."""
+    ds, ref, by_address = (_global_patches(tiny_global, True, patch_size=[18, 9], cache_patches=c, patches_on_device=d)
+                           for c, d in ((True, False), (False, False), (True, True)))
+    ny, nx = ds.fields[0].shape
+    rows, cols, drawn = np.zeros(ny), np.zeros(nx), set()
+    for epoch in range(20):
+        ds.epoch = ref.epoch = by_address.epoch = epoch
+        for i in range(len(ds)):
+            k, t, j0, i0, ph, pw = ds.locate(i)
+            assert (j0, ph, pw) == (0, 18, 9)
+            rows[np.arange(ph)] += 1
+            cols[(i0 + np.arange(pw)) % nx] += 1
+            drawn.add(t)
+            if epoch < 2:
+                item, expected = ds[i], ref[i]
+                gathered = by_address.gather(by_address[i]["patch"][None])
+                assert item["x"].shape == (7, 24, 15) and item["y"].shape == (1, 18, 9)
+                for key in ("x", "y", "mask"):
+                    np.testing.assert_array_equal(item[key].numpy(), expected[key].numpy())
+                    np.testing.assert_array_equal(gathered[key][0].numpy(), expected[key].numpy())
+    assert np.all(rows == rows[0])
+    cols /= cols.mean()
+    assert cols.min() > 0.9 and cols.max() < 1.1
+    assert drawn == {"identity", "flip_x", "flip_y", "rot180"}
+    square = _global_patches(tiny_global, True)  # 16 of 18 rows: the end rows are covered by fewer origins
+    assert square.patch == (16, 16)
+    for bad in ([16], [0, 8], [16, 8, 2], 2.5, [True, 4]):
+        with pytest.raises(ValueError, match="patch_size"):
+            NormalizationDataModule(str(tiny_global), patch_size=bad)
 
 
 def test_patches_on_device_train_to_the_same_weights(tiny, tmp_path):

@@ -1,7 +1,7 @@
 """LightningDataModule over one or more data set directories (``diffnorm-dataset/1``).
 
-Training draws random square patches (``patch_size`` cells of output plus the model's receptive-field
-``margin`` of context on every side, taken from the field padded the way the model pads: circular along
+Training draws random patches (``patch_size`` cells square, or ``[rows, columns]``, of output plus the model's
+receptive-field ``margin`` of context on every side, taken from the field padded the way the model pads: circular along
 periodic axes, land along closed ones), optionally transformed by a random C-grid-consistent symmetry
 (:mod:`diffnorm.transforms.augmentation`, applied to the *raw* channels before standardization).
 ``patch_size: null`` trains on whole fields. Validation and test run on whole fields (batch size 1,
@@ -14,6 +14,7 @@ data as an uninterrupted one, and two runs with the same seed see the same patch
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
@@ -100,6 +101,21 @@ def _index(rows: slice | np.ndarray, cols: slice | np.ndarray) -> tuple:
     return rows, cols
 
 
+def patch_shape(patch_size: int | Sequence[int]) -> tuple[int, int]:
+    """``(rows, columns)`` of the training patches from one side or a pair; both positive."""
+    if isinstance(patch_size, (int, np.integer)):
+        shape = (patch_size, patch_size)
+    else:
+        try:
+            shape = tuple(patch_size)
+        except TypeError:
+            shape = ()
+    if len(shape) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0
+                                  for v in shape):
+        raise ValueError(f"patch_size must be a positive int or [rows, columns] of positive ints, got {patch_size!r}")
+    return int(shape[0]), int(shape[1])
+
+
 class PatchDataset(Dataset):
     """Random patches (with context margin) of the training fields, optionally transformed.
 
@@ -121,13 +137,14 @@ class PatchDataset(Dataset):
     field, and the cells within a patch width of the seam are sampled less: on a 0–360° grid with patches of 128
     columns, those at 10°E (Norway, the Baltic) 12× less often than mid-basin ones."""
 
-    def __init__(self, fields: list[Field], input_tf: InputTransform, target_tf: TargetTransform, patch_size: int,
-                 margin: int, samples_per_epoch: int, augment: tuple[str, ...] = (), seed: int = 0,
+    def __init__(self, fields: list[Field], input_tf: InputTransform, target_tf: TargetTransform,
+                 patch_size: int | Sequence[int], margin: int, samples_per_epoch: int,
+                 augment: tuple[str, ...] = (), seed: int = 0,
                  closed: str = "land", cache: bool = True, on_device: bool = False, wrap: bool = False):
         if on_device and not cache:
             raise ValueError("patches on the device slice the cache: on_device needs cache=True")
         self.fields, self.input_tf, self.target_tf = fields, input_tf, target_tf
-        self.patch, self.margin, self.n = int(patch_size), int(margin), int(samples_per_epoch)
+        self.patch, self.margin, self.n = patch_shape(patch_size), int(margin), int(samples_per_epoch)
         self.augment, self.seed, self.closed, self.cache = tuple(augment), int(seed), closed, bool(cache)
         self.on_device, self.wrap = bool(on_device), bool(wrap)
         self.epoch = 0
@@ -159,8 +176,11 @@ class PatchDataset(Dataset):
             for t in self._choices(*self.fields[k].shape) or ("identity",):
                 self.transformed(k, t)
 
+    def _window_shape(self, ny: int, nx: int) -> tuple[int, int]:
+        return min(self.patch[0], ny), min(self.patch[1], nx)
+
     def _choices(self, ny: int, nx: int) -> list[str]:
-        ph, pw = min(self.patch, ny), min(self.patch, nx)
+        ph, pw = self._window_shape(ny, nx)
         return [t for t in self.augment if ph == pw or not ("transpose" in t or t.startswith("rot9")
                                                              or t.startswith("rot27"))]
 
@@ -171,7 +191,7 @@ class PatchDataset(Dataset):
         k = int(rng.integers(len(self.fields)))
         f = self.fields[k]
         ny, nx = f.shape
-        ph, pw = min(self.patch, ny), min(self.patch, nx)
+        ph, pw = self._window_shape(ny, nx)
         j0 = int(rng.integers(ny if self.wrap and f.periodic_y and ph < ny else ny - ph + 1))
         i0 = int(rng.integers(nx if self.wrap and f.periodic_x and pw < nx else nx - pw + 1))
         t = "identity"
@@ -280,7 +300,9 @@ class NormalizationDataModule(L.LightningDataModule):
         channels: input channels (:data:`diffnorm.transforms.inputs.CHANNELS`; default the study's
             diff_x, diff_y, area, mask).
         target: what the network predicts (:data:`diffnorm.transforms.targets.TARGETS`).
-        patch_size: side of the training patches in cells (``None``: whole fields).
+        patch_size: side of the training patches in cells, or ``[rows, columns]`` (``None``: whole fields). A
+            patch as tall as the field (``[180, 91]`` on a 180 × 360 grid) samples every row alike; square
+            patches shorter than a closed axis sample the rows near its ends less (see :class:`PatchDataset`).
         samples_per_epoch: patches per training epoch (whole fields: ignored, one pass over the fields).
         batch_size: training batch size (validation/test: 1 field per batch).
         augment: ``False``, ``True`` (the flips that keep a field's shape and periodicity: identity, flip_x,
@@ -303,7 +325,7 @@ class NormalizationDataModule(L.LightningDataModule):
     """
 
     def __init__(self, data_dirs: list[str] | str = "data/study", channels: list[str] | None = None,
-                 target: str = "gamma", patch_size: int | None = 64, samples_per_epoch: int = 64,
+                 target: str = "gamma", patch_size: int | list[int] | None = 64, samples_per_epoch: int = 64,
                  batch_size: int = 8, augment: bool | list[str] = False, margin: int = 0, seed: int = 0,
                  num_workers: int = 0, val_dirs: list[str] | str | None = None,
                  test_dirs: list[str] | str | None = None, closed: str = "land", max_train: int | None = None,
@@ -315,7 +337,7 @@ class NormalizationDataModule(L.LightningDataModule):
         self.test_dirs = _dirs(test_dirs) or self.data_dirs
         self.channels = list(channels) if channels is not None else list(STUDY_CHANNELS)
         self.target = target
-        self.patch_size = patch_size
+        self.patch_size = None if patch_size is None else patch_shape(patch_size)
         self.samples_per_epoch = samples_per_epoch
         self.batch_size = batch_size
         if augment is True:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from diffnorm.grid import Grid
 from diffnorm.operator import stiffness_matrix
@@ -62,3 +63,16 @@ PERIODIC_CASES = [(False, False), (True, False), (False, True), (True, True)]
 def small_grid(request) -> Grid:
     px, py = request.param
     return make_grid(periodic_x=px, periodic_y=py, seed=int(px) + 2 * int(py))
+
+
+class TinyNet(torch.nn.Module):
+    """Two 3×3 convolutions ('same' padding): a stand-in network for prediction and evaluation tests."""
+
+    def __init__(self, channels: int, activation: str = "relu"):
+        super().__init__()
+        self.a = torch.nn.Conv2d(channels, 6, 3, padding=1)
+        self.b = torch.nn.Conv2d(6, 1, 3, padding=1)
+        self.act = getattr(torch, activation)
+
+    def forward(self, x):
+        return self.b(self.act(self.a(x)))

@@ -15,21 +15,12 @@ from diffnorm.generation import generate_dataset
 from diffnorm.normalization import analytic_normalization
 from diffnorm.prediction import save_bundle
 from diffnorm.transforms import Standardizer
+from tests.conftest import TinyNet
 
 CHANNELS = ["mask", "area", "diff_x", "diff_y", "analytic"]
 CONFIG = {"family": "coast", "family_params": {"lat_range": [30, 46], "lon_range": [-80, -56], "res": 1.0},
           "generator": "isotropic", "generator_params": {"min_length": 1.0, "max_length": 3.0},
           "steps": 10, "seed": 3, "splits": {"train": 2, "val": 1, "test": 3}}
-
-
-class Tiny(torch.nn.Module):
-    def __init__(self, c: int):
-        super().__init__()
-        self.a = torch.nn.Conv2d(c, 6, 3, padding=1)
-        self.b = torch.nn.Conv2d(6, 1, 3, padding=1)
-
-    def forward(self, x):
-        return self.b(torch.relu(self.a(x)))
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +31,7 @@ def data(tmp_path_factory):
     x = np.stack([np.stack([compute_features(g, 10, CHANNELS)[c] for c in CHANNELS]) for g in train])
     std = Standardizer("partial", CHANNELS).fit(x, np.stack([g.mask for g in train]))
     torch.manual_seed(1)
-    model = Tiny(len(CHANNELS)).eval()
+    model = TinyNet(len(CHANNELS), "relu").eval()
     meta = {"channels": CHANNELS, "steps": 10, "standardizer": std.to_dict(), "target": "log_ratio_analytic",
             "target_mean": 0.0, "target_std": 0.02}
     save_bundle(model, meta, root / "tiny.pt")

@@ -15,18 +15,9 @@ from diffnorm.io import read_gamma
 from diffnorm.normalization import analytic_normalization
 from diffnorm.prediction import ModelMismatchError, Predictor, load_model, output_paths, save_bundle
 from diffnorm.transforms import Standardizer
+from tests.conftest import TinyNet
 
 CHANNELS = ["mask", "area", "diff_x", "diff_y", "distance_euclidean", "analytic"]
-
-
-class Tiny(torch.nn.Module):
-    def __init__(self, c: int):
-        super().__init__()
-        self.a = torch.nn.Conv2d(c, 6, 3, padding=1)
-        self.b = torch.nn.Conv2d(6, 1, 3, padding=1)
-
-    def forward(self, x):
-        return self.b(torch.tanh(self.a(x)))
 
 
 def make_grids(n=3, seed0=0):
@@ -37,7 +28,7 @@ def make_grids(n=3, seed0=0):
 
 def make_bundle(grids, target="log_ratio_analytic"):
     torch.manual_seed(0)
-    model = Tiny(len(CHANNELS)).eval()
+    model = TinyNet(len(CHANNELS), "tanh").eval()
     x = np.stack([np.stack([compute_features(g, 10, CHANNELS)[c] for c in CHANNELS]) for g in grids])
     std = Standardizer("partial", CHANNELS).fit(x, np.stack([g.mask for g in grids]))
     meta = {"channels": CHANNELS, "steps": 10, "standardizer": std.to_dict(), "target": target,

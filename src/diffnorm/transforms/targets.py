@@ -26,6 +26,9 @@ import numpy as np
 TARGETS = ("gamma", "gamma2", "inv_gamma", "log_gamma", "log_ratio_analytic", "log_ratio_images")
 #: targets that are the log of γ over a physics prior
 PRIOR_TARGETS = ("log_ratio_analytic", "log_ratio_images")
+# f(γ) and its inverse for the targets without a prior (the prior targets are ln(γ / prior))
+_MAPS = {"gamma": (np.asarray, np.asarray), "gamma2": (np.square, np.sqrt),
+         "inv_gamma": (np.reciprocal, np.reciprocal), "log_gamma": (np.log, np.exp)}
 
 
 def small_components(grid, max_size: int) -> np.ndarray:
@@ -176,14 +179,8 @@ class TargetTransform:
         """f(γ) on ocean cells, 0 on land."""
         mask = np.asarray(mask, bool)
         g = np.where(mask, gamma, 1.0)
-        if self.kind == "gamma":
-            f = g
-        elif self.kind == "gamma2":
-            f = g**2
-        elif self.kind == "inv_gamma":
-            f = 1.0 / g
-        elif self.kind == "log_gamma":
-            f = np.log(g)
+        if self.kind in _MAPS:
+            f = _MAPS[self.kind][0](g)
         else:
             if prior is None:
                 raise ValueError(f"target {self.kind} needs its prior")
@@ -205,14 +202,8 @@ class TargetTransform:
         """γ (float64, NaN on land) from the standardized target."""
         f = np.asarray(y, dtype=np.float64) * self.std + self.mean
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            if self.kind == "gamma":
-                g = f
-            elif self.kind == "gamma2":
-                g = np.sqrt(f)
-            elif self.kind == "inv_gamma":
-                g = 1.0 / f
-            elif self.kind == "log_gamma":
-                g = np.exp(f)
+            if self.kind in _MAPS:
+                g = _MAPS[self.kind][1](f)
             else:
                 if prior is None:
                     raise ValueError(f"target {self.kind} needs its prior")

@@ -223,13 +223,14 @@ def _plot_curves(args: argparse.Namespace) -> int:
 
     reference = {}
     for item in args.reference or []:
-        name, sep, value = item.rpartition("=")
+        name, _, value = item.rpartition("=")
         try:
-            reference[name] = float(value)
+            number = float(value)
         except ValueError:
-            name = ""
-        if not sep or not name:
+            number = None
+        if not name or number is None:
             raise ValueError(f"--reference {item!r}: expected NAME=VALUE with a number after the last '='")
+        reference[name] = number
     out = plot_learning_curves(args.log, args.output, keys=args.keys, x=args.x, title=args.title, reference=reference)
     print(f"wrote {out}")
     return 0

@@ -106,10 +106,7 @@ def patch_shape(patch_size: int | Sequence[int]) -> tuple[int, int]:
     if isinstance(patch_size, (int, np.integer)):
         shape = (patch_size, patch_size)
     else:
-        try:
-            shape = tuple(patch_size)
-        except TypeError:
-            shape = ()
+        shape = tuple(patch_size) if isinstance(patch_size, Sequence) else ()
     if len(shape) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0
                                   for v in shape):
         raise ValueError(f"patch_size must be a positive int or [rows, columns] of positive ints, got {patch_size!r}")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffnorm.losses import coast_weights, masked_mse, relative_loss
+from diffnorm.losses import coast_weights, masked_mse, relative_loss, tail_mean
 from diffnorm.metrics import relative_error, sample_metrics
 from diffnorm.transforms.targets import TARGETS, TargetTransform
 
@@ -106,3 +106,44 @@ def test_weighted_mask_gives_weighted_mse():
     w = coast_weights(mask, 1, 3.0).to(pred.dtype)
     r2, m, ww = ((pred - true) ** 2).numpy(), mask.numpy(), w.numpy()
     assert float(masked_mse(pred, true, mask * w)) == pytest.approx(float((r2 * m * ww).sum() / (m * ww).sum()))
+
+
+@pytest.mark.parametrize("fraction", [0.01, 0.1, 0.37, 1.0])
+def test_tail_mean_is_the_mean_of_the_largest_ocean_values(fraction):
+    """Brute force: sort the ocean cells' values, average the top ceil(fraction * n); land (huge values there)
+    is never picked."""
+    rng = np.random.default_rng(3)
+    values = rng.random((2, 1, 13, 17))
+    mask = rng.random(values.shape) > 0.4
+    values[~mask] = 1e6
+    ocean = np.sort(values[mask])[::-1]
+    k = int(np.ceil(fraction * ocean.size))
+    got = float(tail_mean(torch.from_numpy(values), torch.from_numpy(mask), fraction))
+    assert got == pytest.approx(ocean[:k].mean(), rel=1e-12)
+
+
+def test_tail_weight_adds_the_worst_cells_mean_to_the_loss():
+    """relative loss with a tail term = SPEC RMSE² + w × mean of the largest 5 % of ε² (hand-derived from the
+    SPEC metrics); mse likewise on (ŷ − y)²; the gradient reaches the tail cells more strongly."""
+    mask, gamma, est, prior = _fields(4, shape=(20, 30))
+    tt = TargetTransform("log_ratio_images")
+    tt.fit([tt.raw(gamma, mask, prior)], [mask])
+    y, p = tt.forward(gamma, mask, prior), tt.forward(est, mask, prior)
+    eps2 = np.sort(relative_error(est, gamma, mask) ** 2)[::-1]
+    k = int(np.ceil(0.05 * eps2.size))
+    loss = relative_loss(_t(p), _t(y), _t(mask), tt, tail_weight=0.5, tail_fraction=0.05)
+    spec = sample_metrics(est, gamma, mask)["rmse"] ** 2
+    assert float(loss) == pytest.approx(spec + 0.5 * eps2[:k].mean(), rel=1e-9)
+    d2 = np.sort(((p - y)[mask]) ** 2)[::-1]
+    mse = masked_mse(_t(p), _t(y), _t(mask), tail_weight=2.0, tail_fraction=0.05)
+    assert float(mse) == pytest.approx(d2.mean() + 2.0 * d2[:k].mean(), rel=1e-9)
+    pred = _t(p).requires_grad_(True)
+    masked_mse(pred, _t(y), _t(mask), tail_weight=2.0, tail_fraction=0.05).backward()
+    g = np.abs(pred.grad[0, 0].numpy() / np.where(mask, p - y, 1.0))[mask]  # d loss / d pred / (pred - y)
+    assert np.sum(g > 1.5 * g.min()) == k  # the k tail cells get (1/n + w/k) * 2, the others 2/n
+
+
+@pytest.mark.parametrize("fraction", [0.0, -0.1, 1.5])
+def test_tail_fraction_out_of_range_is_refused(fraction):
+    with pytest.raises(ValueError, match="tail_fraction"):
+        tail_mean(torch.ones(1, 1, 3, 3), torch.ones(1, 1, 3, 3), fraction)

@@ -103,9 +103,12 @@ def test_compile_and_channels_last_train_the_same_model(tiny, tmp_path):
         torch.testing.assert_close(eager.train()(x), a.train()(x), rtol=1e-3, atol=1e-3)
 
 
-def test_coast_weighted_loss_trains_and_changes_the_fit(tiny, tmp_path):
+@pytest.mark.parametrize("weighting", [{"coast_weight": 4.0, "coast_radius": 1},
+                                       {"tail_weight": 1.0, "tail_fraction": 0.05}])
+def test_weighted_loss_trains_and_changes_the_fit(tiny, tmp_path, weighting):
+    """coast-weighted and tail-weighted training losses run end to end and reach the gradients."""
     plain, _ = _fit(tiny, tmp_path / "plain", 2)
-    weighted, trainer = _fit(tiny, tmp_path / "weighted", 2, task_kw={"coast_weight": 4.0, "coast_radius": 1})
+    weighted, trainer = _fit(tiny, tmp_path / "weighted", 2, task_kw=weighting)
     rows = list(csv.DictReader(open(Path(trainer.logger.log_dir) / "metrics.csv")))
     losses = [float(r["train_loss_epoch"]) for r in rows if r.get("train_loss_epoch")]
     assert len(losses) == 2 and all(np.isfinite(losses))

@@ -84,6 +84,9 @@ class NormalizationTask(L.LightningModule):
             gradient, undo much of the training).
         coast_weight, coast_radius: training loss weight ``1 + coast_weight`` on ocean cells within
             ``coast_radius`` cells of land (:func:`diffnorm.losses.coast_weights`); 0: every ocean cell alike.
+        tail_weight, tail_fraction: add ``tail_weight ×`` the mean loss of the batch's worst ``tail_fraction`` of
+            ocean cells to the training loss (:func:`diffnorm.losses.tail_mean`): weight on the tail (ε_max)
+            that the mean hardly sees; 0: the plain mean. Validation and test losses stay the plain mean.
         init_weights: start from the network weights of a trained model (a shipped name, a ``.pt`` or a ``.ckpt``
             with the same architecture, channels and target) with a fresh optimizer — a warm restart (use
             ``warmup_steps``). ``--ckpt_path`` resumes a run instead (weights, optimizer, schedule, clock) and
@@ -97,7 +100,8 @@ class NormalizationTask(L.LightningModule):
     def __init__(self, model: str = "cnn", model_kwargs: dict | None = None,
                  channels: list[str] | None = None, target: str = "gamma", loss: str = "mse",
                  lr: float = 1e-3, weight_decay: float = 0.0, scheduler: str = "none", warmup_steps: int = 0,
-                 coast_weight: float = 0.0, coast_radius: int = 2, compile: bool = False, channels_last: bool = False,
+                 coast_weight: float = 0.0, coast_radius: int = 2, tail_weight: float = 0.0,
+                 tail_fraction: float = 0.01, compile: bool = False, channels_last: bool = False,
                  init_weights: str | None = None):
         super().__init__()
         channels = list(channels) if channels is not None else list(STUDY_CHANNELS)
@@ -192,7 +196,8 @@ class NormalizationTask(L.LightningModule):
         mask = batch["mask"]
         if self.hparams.get("coast_weight"):
             mask = mask * coast_weights(mask, self.hparams.coast_radius, self.hparams.coast_weight)
-        loss = self.loss_fn(pred, batch["y"], mask, self.target_tf)
+        loss = self.loss_fn(pred, batch["y"], mask, self.target_tf, tail_weight=self.hparams.get("tail_weight", 0.0),
+                            tail_fraction=self.hparams.get("tail_fraction", 0.01))
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=x.shape[0])
         return loss
 

@@ -26,18 +26,20 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * m).sum() / m.sum().clamp_min(1.0)
 
 
+def check_tail_fraction(fraction: float) -> None:
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"tail_fraction must lie in (0, 1], got {fraction}")
+
+
 def tail_mean(values: torch.Tensor, mask: torch.Tensor, fraction: float) -> torch.Tensor:
     """The mean of the largest ``ceil(fraction × n)`` of ``values × mask`` over the ``n`` cells where ``mask > 0``
     (the whole batch together; land is never selected). 0 without ocean cells."""
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"tail_fraction must lie in (0, 1], got {fraction}")
+    check_tail_fraction(fraction)
     m = mask.to(values.dtype)
-    ocean = m.reshape(-1) > 0
-    n = int(ocean.sum())
-    if n == 0:
+    weighted = (values * m)[m > 0]  # the ocean cells, flattened
+    if weighted.numel() == 0:
         return values.sum() * 0.0
-    weighted = (values * m).reshape(-1)[ocean]
-    k = max(1, math.ceil(fraction * n))
+    k = max(1, math.ceil(fraction * weighted.numel()))
     return torch.topk(weighted, k, sorted=False).values.mean()
 
 

@@ -17,7 +17,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from ..losses import coast_weights, get_loss
+from ..losses import check_tail_fraction, coast_weights, get_loss
 from ..models import build_model
 from ..transforms.inputs import STUDY_CHANNELS, InputTransform
 from ..transforms.targets import TargetTransform
@@ -114,6 +114,7 @@ class NormalizationTask(L.LightningModule):
         if init_weights:
             self._init_weights(init_weights)
         self.loss_fn = get_loss(loss)
+        check_tail_fraction(tail_fraction)  # at construction, not at the first training step
         self.target_tf = TargetTransform(target)
         self.input_tf = InputTransform(channels)
         self.meta: dict = {}

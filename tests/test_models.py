@@ -127,3 +127,40 @@ def test_bf16_training_output_has_the_float32_value_and_a_bf16_gradient():
 def _float32_layer(model, h):
     with torch.autocast("cpu", enabled=False):
         return model.output_layer(h.float())
+
+
+@pytest.mark.parametrize("skip", ["none", "v2"])
+def test_widening_keeps_the_function_and_lets_new_channels_learn(skip):
+    from diffnorm.models.cnn import widen_state_dict
+
+    kw = dict(in_channels=3, blocks=2, skip=skip, batchnorm=False, activation="relu", periodic_x=True,
+              dilations=[1, 2, 1, 2, 1])
+    torch.manual_seed(0)
+    narrow = build_model("cnn", filters=6, **kw).double()
+    for p in narrow.parameters():  # trained-looking weights: no zero biases
+        torch.nn.init.normal_(p, std=0.3)
+    wide = build_model("cnn", filters=10, **kw).double()
+    wide.load_state_dict(widen_state_dict(narrow.state_dict(), wide))
+    x = torch.randn(2, 3, 17, 23, dtype=torch.float64)
+    torch.testing.assert_close(wide(x), narrow(x), rtol=0, atol=1e-12)
+    assert count_parameters(wide) > count_parameters(narrow)
+    # the new channels compute something, and the zero weights reading them get a gradient
+    wide(x).square().sum().backward()
+    grad_new = wide.output_layer.conv.weight.grad[:, 6:]
+    assert torch.equal(wide.output_layer.conv.weight[:, 6:], torch.zeros_like(grad_new))
+    assert grad_new.abs().sum() > 0
+
+
+def test_widening_refuses_what_it_cannot_keep():
+    from diffnorm.models.cnn import widen_state_dict
+
+    narrow = build_model("cnn", in_channels=3, filters=6, blocks=2, skip="v2", batchnorm=False)
+    for bad in (dict(skip="v1", batchnorm=False), dict(skip="v2", batchnorm=True)):
+        with pytest.raises(ValueError, match="widening needs"):
+            widen_state_dict(narrow.state_dict(), build_model("cnn", in_channels=3, filters=10, blocks=2, **bad))
+    with pytest.raises(ValueError, match="does not fit"):
+        widen_state_dict(narrow.state_dict(), build_model("cnn", in_channels=3, filters=4, blocks=2, skip="v2",
+                                                          batchnorm=False))
+    with pytest.raises(ValueError, match="has no"):
+        widen_state_dict(narrow.state_dict(), build_model("cnn", in_channels=3, filters=10, blocks=3, skip="v2",
+                                                          batchnorm=False))

@@ -201,6 +201,27 @@ def test_warm_start_copies_the_weights_and_refuses_another_model(tiny, tmp_path)
                           init_weights=last)
 
 
+def test_warm_start_widens_a_narrower_cnn(tiny, tmp_path):
+    """init_weights from the same CNN with fewer filters: widened, same predictions at the start."""
+    plain = {**SMALL, "batchnorm": False}
+    _fit(tiny, tmp_path / "a", 2, model_kwargs=plain)
+    last = str(tmp_path / "a" / "last.ckpt")
+    wide = NormalizationTask("cnn", {**plain, "filters": 12}, channels=CHANNELS, target="log_ratio_analytic",
+                             init_weights=last)
+    narrow, meta = load_model(last)
+    assert wide.model.input_layer.conv.out_channels == 12 and narrow.input_layer.conv.out_channels == 8
+    wide.model.periodic_x, wide.model.periodic_y = narrow.periodic_x, narrow.periodic_y
+    x = torch.randn(1, len(CHANNELS), 20, 24)
+    torch.testing.assert_close(wide.model.eval()(x), narrow.eval()(x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="another network"):  # another depth is not a widening
+        NormalizationTask("cnn", {**plain, "filters": 12, "blocks": 3}, channels=CHANNELS,
+                          target="log_ratio_analytic", init_weights=last)
+    _fit(tiny, tmp_path / "b", 1)  # with batch norm: no widening, and an error that says so
+    with pytest.raises(ValueError, match="init_weights .*widening needs"):
+        NormalizationTask("cnn", {**SMALL, "filters": 12}, channels=CHANNELS, target="log_ratio_analytic",
+                          init_weights=str(tmp_path / "b" / "last.ckpt"))
+
+
 def test_cli_warm_restart(tiny, tmp_path):
     """The route of sphere-1deg's later stages through LightningCLI: trained weights, a new schedule with warm-up."""
     cfg = _config(tmp_path, tiny)

@@ -162,3 +162,39 @@ class CNN(nn.Module):
         if self.margin > 0:
             x = geo_pad(x, self.margin, self.periodic_x, self.periodic_y, self.closed)
         return self.body(x)
+
+
+def widen_state_dict(source: dict[str, torch.Tensor], target: nn.Module) -> dict[str, torch.Tensor]:
+    """The weights of a trained :class:`CNN` (``source``, a state dict) put into a wider copy of it (``target``:
+    the same CNN with more ``filters``), so that the wider network computes exactly the same function.
+
+    Why: capacity can then be added to a trained network without starting over (Net2Net-style widening). Each
+    convolution keeps its trained block ``[:out, :in]``; the weights from the new channels into the old ones are
+    zero (the old channels, hence the output, are unchanged), and the new channels' own weights keep
+    ``target``'s random initialization, so they compute non-zero features from the start and the zero weights
+    that read them get gradients. Only for ``skip`` ``"none"``/``"v2"`` without batch norm: a V1 block's
+    concatenated input would interleave old and new channels, and batch norm's statistics of new channels
+    would need their own treatment.
+    """
+    batchnorm = any(isinstance(m, nn.BatchNorm2d) for m in target.modules())
+    if not isinstance(target, CNN) or target.skip == "v1" or batchnorm:
+        raise ValueError("widening needs a CNN with skip 'none' or 'v2' and no batch norm")
+    out = {}
+    for name, new in target.state_dict().items():
+        if name not in source:
+            raise ValueError(f"widening: the trained network has no {name!r} (another architecture)")
+        old = source[name].to(new.dtype)
+        if old.shape == new.shape:
+            out[name] = old.clone()
+            continue
+        if old.dim() != new.dim() or old.shape[2:] != new.shape[2:] or any(
+                o > n for o, n in zip(old.shape, new.shape, strict=True)):
+            raise ValueError(f"widening: {name} of shape {tuple(old.shape)} does not fit into {tuple(new.shape)}")
+        w = new.detach().clone()
+        if w.dim() >= 2:
+            w[: old.shape[0], old.shape[1]:] = 0.0  # new channels do not feed old ones
+            w[: old.shape[0], : old.shape[1]] = old
+        else:
+            w[: old.shape[0]] = old
+        out[name] = w
+    return out

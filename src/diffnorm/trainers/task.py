@@ -89,8 +89,9 @@ class NormalizationTask(L.LightningModule):
             that the mean hardly sees; 0: the plain mean. Validation and test losses stay the plain mean.
         init_weights: start from the network weights of a trained model (a shipped name, a ``.pt`` or a ``.ckpt``
             with the same architecture, channels and target) with a fresh optimizer — a warm restart (use
-            ``warmup_steps``). ``--ckpt_path`` resumes a run instead (weights, optimizer, schedule, clock) and
-            overrides these weights.
+            ``warmup_steps``). A CNN with fewer ``filters`` but otherwise the same is widened into this one,
+            computing the same function at the start (:func:`diffnorm.models.cnn.widen_state_dict`).
+            ``--ckpt_path`` resumes a run instead (weights, optimizer, schedule, clock) and overrides these weights.
         compile: run the network through ``torch.compile`` (one graph per input shape) when fitting;
             ``channels_last``: NHWC memory layout. Both only change speed, not the weights' meaning (the
             checkpoint is the plain model's state dict): on the 2-core CPU together 1.8x more training steps
@@ -127,11 +128,30 @@ class NormalizationTask(L.LightningModule):
         if list(meta["channels"]) != list(self.hparams.channels) or meta["target"] != self.hparams.target:
             raise ValueError(f"init_weights {ref}: channels/target {meta['channels']}/{meta['target']} differ from "
                              f"the model's {self.hparams.channels}/{self.hparams.target}")
+        state = source.state_dict()
+        if self._widens(meta):
+            from ..models.cnn import widen_state_dict
+
+            try:
+                state = widen_state_dict(state, self.model)
+            except ValueError as exc:
+                raise ValueError(f"init_weights {ref}: {exc}") from exc
         try:
-            self.model.load_state_dict(source.state_dict())
+            self.model.load_state_dict(state)
         except RuntimeError as exc:
             raise ValueError(f"init_weights {ref}: another network ({meta['model']} {meta['model_kwargs']}): "
                              f"{exc}") from exc
+
+    def _widens(self, meta: dict) -> bool:
+        """Whether ``init_weights`` names the same CNN with fewer filters: then its weights are widened into this
+        one (:func:`diffnorm.models.cnn.widen_state_dict`, the same function at the start)."""
+        if meta.get("model") != self.hparams.model or self.hparams.model != "cnn":
+            return False
+        ignore = {"filters", "periodic_x", "periodic_y", "closed", "in_channels"}
+        mine = {k: v for k, v in self.model_kwargs.items() if k not in ignore}
+        theirs = {k: v for k, v in meta["model_kwargs"].items() if k not in ignore}
+        filters = int(self.model_kwargs.get("filters", 64))
+        return mine == theirs and int(meta["model_kwargs"].get("filters", 64)) < filters
 
     # -- data link ------------------------------------------------------------------------
     def setup(self, stage: str) -> None:

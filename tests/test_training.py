@@ -432,7 +432,7 @@ def test_patches_on_device_train_to_the_same_weights(tiny, tmp_path):
 
 
 @pytest.mark.parametrize("config", sorted(p.name for p in (Path(__file__).parents[1] / "configs").glob("*.yaml")
-                                          if p.name != "dataset-study.yaml"))
+                                          if p.name not in ("dataset-study.yaml", "widen48.yaml")))
 def test_shipped_training_configs_build(config, tmp_path, monkeypatch):
     """Every training config in configs/ parses and builds its model, data module and trainer (no data read)."""
     from diffnorm.trainers.cli import cli_main
@@ -443,3 +443,16 @@ def test_shipped_training_configs_build(config, tmp_path, monkeypatch):
     assert isinstance(cli.model, NormalizationTask) and isinstance(cli.datamodule, NormalizationDataModule)
     assert cli.model.hparams.channels == cli.datamodule.channels
     assert sum(p.numel() for p in cli.model.parameters()) > 0
+
+
+def test_widening_overlay_config(tmp_path, monkeypatch):
+    """configs/widen48.yaml over best.yaml: the same CNN, 48 filters (sphere-1deg's eighth stage)."""
+    from diffnorm.trainers.cli import cli_main
+
+    monkeypatch.chdir(tmp_path)
+    configs = Path(__file__).parents[1] / "configs"
+    base = cli_main(["--config", str(configs / "best.yaml"), "--trainer.accelerator", "cpu"], run=False)
+    wide = cli_main(["--config", str(configs / "best.yaml"), "--config", str(configs / "widen48.yaml"),
+                     "--trainer.accelerator", "cpu"], run=False)
+    assert wide.model.model_kwargs == {**base.model.model_kwargs, "filters": 48}
+    assert sum(p.numel() for p in wide.model.parameters()) == 169_345

@@ -129,7 +129,7 @@ class NormalizationTask(L.LightningModule):
             raise ValueError(f"init_weights {ref}: channels/target {meta['channels']}/{meta['target']} differ from "
                              f"the model's {self.hparams.channels}/{self.hparams.target}")
         state = source.state_dict()
-        if self._widens(meta):
+        if self._widens(meta, source):
             from ..models.cnn import widen_state_dict
 
             try:
@@ -142,16 +142,17 @@ class NormalizationTask(L.LightningModule):
             raise ValueError(f"init_weights {ref}: another network ({meta['model']} {meta['model_kwargs']}): "
                              f"{exc}") from exc
 
-    def _widens(self, meta: dict) -> bool:
+    def _widens(self, meta: dict, source) -> bool:
         """Whether ``init_weights`` names the same CNN with fewer filters: then its weights are widened into this
-        one (:func:`diffnorm.models.cnn.widen_state_dict`, the same function at the start)."""
+        one (:func:`diffnorm.models.cnn.widen_state_dict`, the same function at the start). The widths are the
+        built networks', so a config that leaves ``filters`` at its default compares alike."""
         if meta.get("model") != self.hparams.model or self.hparams.model != "cnn":
             return False
         ignore = {"filters", "periodic_x", "periodic_y", "closed", "in_channels"}
         mine = {k: v for k, v in self.model_kwargs.items() if k not in ignore}
         theirs = {k: v for k, v in meta["model_kwargs"].items() if k not in ignore}
-        filters = int(self.model_kwargs.get("filters", 64))
-        return mine == theirs and int(meta["model_kwargs"].get("filters", 64)) < filters
+        width = source.input_layer.conv.out_channels
+        return mine == theirs and width < self.model.input_layer.conv.out_channels
 
     # -- data link ------------------------------------------------------------------------
     def setup(self, stage: str) -> None:

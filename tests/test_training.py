@@ -456,3 +456,19 @@ def test_widening_overlay_config(tmp_path, monkeypatch):
                      "--trainer.accelerator", "cpu"], run=False)
     assert wide.model.model_kwargs == {**base.model.model_kwargs, "filters": 48}
     assert sum(p.numel() for p in wide.model.parameters()) == 169_345
+
+
+def test_model_kwargs_from_the_command_line_are_typed(tmp_path, monkeypatch):
+    """``--model.model_kwargs.filters 64`` arrives as the string "64": it must build 64 filters, not fail in Conv2d."""
+    from diffnorm.trainers.cli import cli_main
+
+    monkeypatch.chdir(tmp_path)
+    configs = Path(__file__).parents[1] / "configs"
+    cli = cli_main(["--config", str(configs / "best.yaml"), "--trainer.accelerator", "cpu",
+                    "--model.model_kwargs.filters", "64", "--model.model_kwargs.dilations", "[1, 2, 1]",
+                    "--model.model_kwargs.blocks", "1", "--model.model_kwargs.batchnorm", "false"], run=False)
+    kw = cli.model.model_kwargs
+    assert kw["filters"] == 64 and kw["blocks"] == 1 and kw["dilations"] == [1, 2, 1] and kw["batchnorm"] is False
+    assert kw["activation"] == "relu" and kw["skip"] == "v2"  # words stay words
+    first = next(cli.model.model.parameters())
+    assert first.shape[0] == 64

@@ -22,6 +22,22 @@ from ..models import build_model
 from ..transforms.inputs import STUDY_CHANNELS, InputTransform
 from ..transforms.targets import TargetTransform
 
+
+def _cli_value(value):
+    """A ``model_kwargs`` value as YAML would read it: LightningCLI passes ``--model.model_kwargs.filters 64``
+    through as the string ``"64"`` (the dict is untyped), which the network would take for a channel count."""
+    if not isinstance(value, str):
+        return value
+    import yaml
+
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
+    if isinstance(parsed, bool):
+        return parsed if value.strip().lower() in ("true", "false") else value  # not YAML 1.1's yes/no/on/off
+    return parsed if isinstance(parsed, (int, float, list)) else value
+
 META_FORMAT = "diffnorm-model/1"
 
 
@@ -108,7 +124,7 @@ class NormalizationTask(L.LightningModule):
         channels = list(channels) if channels is not None else list(STUDY_CHANNELS)
         self.save_hyperparameters()
         self.hparams.channels = channels
-        kw = dict(model_kwargs or {})
+        kw = {key: _cli_value(value) for key, value in (model_kwargs or {}).items()}
         kw["in_channels"] = len(channels)
         self.model_kwargs = kw
         self.model = build_model(model, **kw)

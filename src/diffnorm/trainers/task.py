@@ -13,6 +13,8 @@ periodicity and the training shape (see :func:`diffnorm.pretrained.load_model`).
 
 from __future__ import annotations
 
+from typing import Any
+
 import lightning as L
 import numpy as np
 import torch
@@ -21,22 +23,6 @@ from ..losses import check_tail_fraction, coast_weights, get_loss
 from ..models import build_model
 from ..transforms.inputs import STUDY_CHANNELS, InputTransform
 from ..transforms.targets import TargetTransform
-
-
-def _cli_value(value):
-    """A ``model_kwargs`` value as YAML would read it: LightningCLI passes ``--model.model_kwargs.filters 64``
-    through as the string ``"64"`` (the dict is untyped), which the network would take for a channel count."""
-    if not isinstance(value, str):
-        return value
-    import yaml
-
-    try:
-        parsed = yaml.safe_load(value)
-    except yaml.YAMLError:
-        return value
-    if isinstance(parsed, bool):
-        return parsed if value.strip().lower() in ("true", "false") else value  # not YAML 1.1's yes/no/on/off
-    return parsed if isinstance(parsed, (int, float, list)) else value
 
 META_FORMAT = "diffnorm-model/1"
 
@@ -114,7 +100,7 @@ class NormalizationTask(L.LightningModule):
             per second for the 16-filter dilated CNN (109 → 62 ms per step of 4 patches of 192x192).
     """
 
-    def __init__(self, model: str = "cnn", model_kwargs: dict | None = None,
+    def __init__(self, model: str = "cnn", model_kwargs: dict[str, Any] | None = None,
                  channels: list[str] | None = None, target: str = "gamma", loss: str = "mse",
                  lr: float = 1e-3, weight_decay: float = 0.0, scheduler: str = "none", warmup_steps: int = 0,
                  coast_weight: float = 0.0, coast_radius: int = 2, tail_weight: float = 0.0,
@@ -124,7 +110,7 @@ class NormalizationTask(L.LightningModule):
         channels = list(channels) if channels is not None else list(STUDY_CHANNELS)
         self.save_hyperparameters()
         self.hparams.channels = channels
-        kw = {key: _cli_value(value) for key, value in (model_kwargs or {}).items()}
+        kw = dict(model_kwargs or {})
         kw["in_channels"] = len(channels)
         self.model_kwargs = kw
         self.model = build_model(model, **kw)

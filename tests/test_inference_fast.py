@@ -102,3 +102,27 @@ def test_forward_ocean_bf16_is_float32_out_and_close():
     np.testing.assert_allclose(out[0, 0].numpy()[ocean], ref[0, 0].numpy()[ocean], rtol=0, atol=0.05 * scale)
     with pytest.raises(ValueError, match="unknown precision"):
         forward_ocean(model, x, ocean, precision="16")
+
+
+def test_batch_runs_grid_by_grid_each_in_its_own_ocean_window():
+    """A CPU batch (TTA flips, several fields) is run one grid at a time: each sample equals model(x) on its own
+    ocean and is zero on the land rows beyond its own ocean window, even where another sample has ocean."""
+    torch.manual_seed(0)
+    model = _trained_like(build_model("cnn", in_channels=5, filters=8, blocks=2, skip="v2", batchnorm=True,
+                                      padding="valid", dilations=[1, 2, 1, 2, 1], periodic_x=True))
+    samples = [_input(land_rows=rows, seed=k) for k, rows in enumerate([(6, 5), (12, 2), (3, 14)])]
+    x = torch.cat([s[0] for s in samples])
+    oceans = np.stack([s[1] for s in samples])
+    with torch.inference_mode():
+        ref = model(x)
+        out = forward_ocean(model, x, oceans)
+        shared = forward_ocean(model, x, oceans[0])  # one (ny, nx) mask for the whole batch
+    assert out.shape == ref.shape
+    for k, ocean in enumerate(oceans):
+        np.testing.assert_allclose(out[k, 0].numpy()[ocean], ref[k, 0].numpy()[ocean], rtol=1e-5, atol=1e-5)
+        first, last = ocean_window(ocean, 0)
+        assert np.all(out[k, 0, :first].numpy() == 0) and np.all(out[k, 0, last:].numpy() == 0)
+        np.testing.assert_allclose(shared[k, 0].numpy()[oceans[0]], ref[k, 0].numpy()[oceans[0]], rtol=1e-5,
+                                   atol=1e-5)
+    with pytest.raises(ValueError, match="ocean mask of shape"):
+        forward_ocean(model, x, oceans[:2])

@@ -125,16 +125,17 @@ def _forward_ocean(model: nn.Module, x: torch.Tensor, ocean: np.ndarray | None) 
         ocean = np.asarray(ocean, bool)
         if ocean.shape[-2:] != (ny, nx) or (ocean.ndim == 3 and ocean.shape[0] != x.shape[0]):
             raise ValueError(f"ocean mask of shape {ocean.shape} for an input of {tuple(x.shape)}")
-    if x.device.type == "cpu" and x.shape[0] > 1:  # one grid at a time (module docstring)
-        return torch.cat([_forward_window(model, x[k:k + 1], None if ocean is None else
-                                          ocean[k] if ocean.ndim == 3 else ocean) for k in range(x.shape[0])])
-    return _forward_window(model, x, ocean)
-
-
-def _forward_window(model: CNN, x: torch.Tensor, ocean: np.ndarray | None) -> torch.Tensor:
-    """The folded network on the window of ``x`` that holds ocean (plus the margin), zero outside it."""
     cpu = x.device.type == "cpu"
     net = folded(model, channels_last=cpu)
+    if cpu and x.shape[0] > 1:  # one grid at a time (module docstring)
+        return torch.cat([_forward_window(model, net, x[k:k + 1], None if ocean is None else
+                                          ocean[k] if ocean.ndim == 3 else ocean) for k in range(x.shape[0])])
+    return _forward_window(model, net, x, ocean)
+
+
+def _forward_window(model: CNN, net: CNN, x: torch.Tensor, ocean: np.ndarray | None) -> torch.Tensor:
+    """``net`` (``model``'s folded copy) on the window of ``x`` that holds ocean (plus the margin), zero outside."""
+    cpu = x.device.type == "cpu"
     m = model.margin
     ny, nx = x.shape[2], x.shape[3]
     rows, cols = (0, ny), (0, nx)

@@ -134,7 +134,9 @@ def _forward_ocean(model: nn.Module, x: torch.Tensor, ocean: np.ndarray | None) 
 
 
 def _forward_window(model: CNN, net: CNN, x: torch.Tensor, ocean: np.ndarray | None) -> torch.Tensor:
-    """``net`` (``model``'s folded copy) on the window of ``x`` that holds ocean (plus the margin), zero outside."""
+    """``net`` (``model``'s folded copy) on the window of ``x`` that holds ocean (plus the margin), zero outside.
+    The geometry (periodicity, closed sides) is read from ``model``: the folded copy is cached by weights, and a
+    predictor may set a model's periodicity per grid after the copy was made."""
     cpu = x.device.type == "cpu"
     m = model.margin
     ny, nx = x.shape[2], x.shape[3]

@@ -131,7 +131,7 @@ def _float32_layer(model, h):
 
 @pytest.mark.parametrize("skip", ["none", "v2"])
 def test_widening_keeps_the_function_and_lets_new_channels_learn(skip):
-    from diffnorm.models.cnn import widen_state_dict
+    from diffnorm.models.cnn import grow_state_dict
 
     kw = dict(in_channels=3, blocks=2, skip=skip, batchnorm=False, activation="relu", periodic_x=True,
               dilations=[1, 2, 1, 2, 1])
@@ -140,7 +140,7 @@ def test_widening_keeps_the_function_and_lets_new_channels_learn(skip):
     for p in narrow.parameters():  # trained-looking weights: no zero biases
         torch.nn.init.normal_(p, std=0.3)
     wide = build_model("cnn", filters=10, **kw).double()
-    wide.load_state_dict(widen_state_dict(narrow.state_dict(), wide))
+    wide.load_state_dict(grow_state_dict(narrow.state_dict(), wide))
     x = torch.randn(2, 3, 17, 23, dtype=torch.float64)
     torch.testing.assert_close(wide(x), narrow(x), rtol=0, atol=1e-12)
     assert count_parameters(wide) > count_parameters(narrow)
@@ -151,16 +151,46 @@ def test_widening_keeps_the_function_and_lets_new_channels_learn(skip):
     assert grad_new.abs().sum() > 0
 
 
-def test_widening_refuses_what_it_cannot_keep():
-    from diffnorm.models.cnn import widen_state_dict
+@pytest.mark.parametrize("filters", [6, 9])
+def test_deepening_keeps_the_function_and_lets_new_blocks_learn(filters):
+    """New residual blocks after the trained ones start as the identity (last conv zero), also when widened."""
+    from diffnorm.models.cnn import grow_state_dict
+
+    kw = dict(in_channels=3, skip="v2", batchnorm=False, activation="relu", periodic_x=True)
+    torch.manual_seed(0)
+    shallow = build_model("cnn", filters=6, blocks=2, dilations=[1, 2, 1, 2, 1], **kw).double()
+    for p in shallow.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    deep = build_model("cnn", filters=filters, blocks=4, dilations=[1, 2, 1, 2, 1, 1, 1, 4, 1], **kw).double()
+    deep.load_state_dict(grow_state_dict(shallow.state_dict(), deep))
+    assert deep.margin == shallow.margin + 7
+    x = torch.randn(2, 3, 17, 23, dtype=torch.float64)
+    torch.testing.assert_close(deep(x), shallow(x), rtol=0, atol=1e-12)
+    new_last = deep.blocks[3].layers[1].conv.weight
+    assert torch.equal(new_last, torch.zeros_like(new_last))
+    assert deep.blocks[3].layers[0].conv.weight.abs().sum() > 0  # random: it computes features from the start
+    deep(x).square().sum().backward()
+    assert new_last.grad.abs().sum() > 0
+
+
+def test_growing_refuses_what_it_cannot_keep():
+    from diffnorm.models.cnn import grow_state_dict
 
     narrow = build_model("cnn", in_channels=3, filters=6, blocks=2, skip="v2", batchnorm=False)
     for bad in (dict(skip="v1", batchnorm=False), dict(skip="v2", batchnorm=True)):
-        with pytest.raises(ValueError, match="widening needs"):
-            widen_state_dict(narrow.state_dict(), build_model("cnn", in_channels=3, filters=10, blocks=2, **bad))
+        with pytest.raises(ValueError, match="growing needs"):
+            grow_state_dict(narrow.state_dict(), build_model("cnn", in_channels=3, filters=10, blocks=2, **bad))
     with pytest.raises(ValueError, match="does not fit"):
-        widen_state_dict(narrow.state_dict(), build_model("cnn", in_channels=3, filters=4, blocks=2, skip="v2",
-                                                          batchnorm=False))
-    with pytest.raises(ValueError, match="has no"):
-        widen_state_dict(narrow.state_dict(), build_model("cnn", in_channels=3, filters=10, blocks=3, skip="v2",
-                                                          batchnorm=False))
+        grow_state_dict(narrow.state_dict(), build_model("cnn", in_channels=3, filters=4, blocks=2, skip="v2",
+                                                         batchnorm=False))
+    with pytest.raises(ValueError, match="has no"):  # another block layout
+        grow_state_dict(narrow.state_dict(), build_model("cnn", in_channels=3, filters=10, blocks=2, skip="v2",
+                                                         layers_per_block=3, batchnorm=False))
+    with pytest.raises(ValueError, match="has 2 blocks, more than 1"):
+        grow_state_dict(narrow.state_dict(), build_model("cnn", in_channels=3, filters=6, blocks=1, skip="v2",
+                                                         batchnorm=False))
+    for bad in (dict(skip="none", activation="relu"), dict(skip="v2", activation="elu")):
+        plain = build_model("cnn", in_channels=3, filters=6, blocks=2, batchnorm=False, **bad)
+        with pytest.raises(ValueError, match="growing deeper needs skip 'v2' and ReLU"):
+            grow_state_dict(plain.state_dict(), build_model("cnn", in_channels=3, filters=6, blocks=3,
+                                                            batchnorm=False, **bad))

@@ -201,23 +201,35 @@ def test_warm_start_copies_the_weights_and_refuses_another_model(tiny, tmp_path)
                           init_weights=last)
 
 
-def test_warm_start_widens_a_narrower_cnn(tiny, tmp_path):
-    """init_weights from the same CNN with fewer filters: widened, same predictions at the start."""
+@pytest.mark.parametrize("grow", [{"filters": 12}, {"blocks": 3, "dilations": [1, 1, 1, 1, 1, 2, 2]},
+                                  {"filters": 12, "blocks": 4}])
+def test_warm_start_grows_a_smaller_cnn(tiny, tmp_path, grow):
+    """init_weights from the same CNN with fewer filters and/or blocks: grown, same predictions at the start."""
     plain = {**SMALL, "batchnorm": False}
     _fit(tiny, tmp_path / "a", 2, model_kwargs=plain)
     last = str(tmp_path / "a" / "last.ckpt")
-    wide = NormalizationTask("cnn", {**plain, "filters": 12}, channels=CHANNELS, target="log_ratio_analytic",
-                             init_weights=last)
-    narrow, meta = load_model(last)
-    assert wide.model.input_layer.conv.out_channels == 12 and narrow.input_layer.conv.out_channels == 8
-    wide.model.periodic_x, wide.model.periodic_y = narrow.periodic_x, narrow.periodic_y
+    big = NormalizationTask("cnn", {**plain, **grow}, channels=CHANNELS, target="log_ratio_analytic",
+                            init_weights=last)
+    small, meta = load_model(last)
+    assert big.model.input_layer.conv.out_channels == grow.get("filters", 8) and len(big.model.blocks) == grow.get(
+        "blocks", 2)
+    big.model.periodic_x, big.model.periodic_y = small.periodic_x, small.periodic_y
     x = torch.randn(1, len(CHANNELS), 20, 24)
-    torch.testing.assert_close(wide.model.eval()(x), narrow.eval()(x), rtol=1e-5, atol=1e-5)
-    with pytest.raises(ValueError, match="another network"):  # another depth is not a widening
-        NormalizationTask("cnn", {**plain, "filters": 12, "blocks": 3}, channels=CHANNELS,
+    torch.testing.assert_close(big.model.eval()(x), small.eval()(x), rtol=1e-5, atol=1e-5)
+
+
+def test_warm_start_refuses_what_it_cannot_grow(tiny, tmp_path):
+    plain = {**SMALL, "batchnorm": False}
+    _fit(tiny, tmp_path / "a", 1, model_kwargs=plain)
+    last = str(tmp_path / "a" / "last.ckpt")
+    with pytest.raises(ValueError, match="dilations .* must open"):  # the trained layers' dilations changed
+        NormalizationTask("cnn", {**plain, "blocks": 3, "dilations": [2, 1, 1, 1, 1, 1, 1]}, channels=CHANNELS,
                           target="log_ratio_analytic", init_weights=last)
-    _fit(tiny, tmp_path / "b", 1)  # with batch norm: no widening, and an error that says so
-    with pytest.raises(ValueError, match="init_weights .*widening needs"):
+    with pytest.raises(ValueError, match="another network"):  # fewer blocks is no growing
+        NormalizationTask("cnn", {**plain, "filters": 12, "blocks": 1}, channels=CHANNELS,
+                          target="log_ratio_analytic", init_weights=last)
+    _fit(tiny, tmp_path / "b", 1)  # with batch norm: no growing, and an error that says so
+    with pytest.raises(ValueError, match="init_weights .*growing needs"):
         NormalizationTask("cnn", {**SMALL, "filters": 12}, channels=CHANNELS, target="log_ratio_analytic",
                           init_weights=str(tmp_path / "b" / "last.ckpt"))
 

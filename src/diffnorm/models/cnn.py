@@ -164,37 +164,58 @@ class CNN(nn.Module):
         return self.body(x)
 
 
-def widen_state_dict(source: dict[str, torch.Tensor], target: nn.Module) -> dict[str, torch.Tensor]:
-    """The weights of a trained :class:`CNN` (``source``, a state dict) put into a wider copy of it (``target``:
-    the same CNN with more ``filters``), so that the wider network computes exactly the same function.
+def grow_state_dict(source: dict[str, torch.Tensor], target: nn.Module) -> dict[str, torch.Tensor]:
+    """The weights of a trained :class:`CNN` (``source``, a state dict) put into a wider and/or deeper copy of it
+    (``target``: the same CNN with more ``filters`` and/or more ``blocks`` appended after the trained ones), so
+    that the bigger network computes exactly the same function.
 
-    Why: capacity can then be added to a trained network without starting over (Net2Net-style widening). Each
-    convolution keeps its trained block ``[:out, :in]``; the weights from the new channels into the old ones are
-    zero (the old channels, hence the output, are unchanged), and the new channels' own weights keep
-    ``target``'s random initialization, so they compute non-zero features from the start and the zero weights
-    that read them get gradients. Only for ``skip`` ``"none"``/``"v2"`` without batch norm: a V1 block's
-    concatenated input would interleave old and new channels, and batch norm's statistics of new channels
-    would need their own treatment.
+    Why: capacity can then be added to a trained network without starting over (Net2Net-style growing).
+
+    - Wider: each convolution keeps its trained block ``[:out, :in]``; the weights from the new channels into
+      the old ones are zero (the old channels, hence the output, are unchanged), and the new channels' own
+      weights keep ``target``'s random initialization, so they compute non-zero features from the start and the
+      zero weights that read them get gradients.
+    - Deeper (``skip="v2"`` with ReLU only): each new residual block keeps ``target``'s random initialization except its
+      last convolution, which is zero — the block adds nothing, and ``relu(h + 0) = h`` because ``h`` already
+      left a ReLU, so the block starts as the identity while its last layer gets gradients at once (the
+      zero-initialized residual branch of Fixup / "zero-γ"). With ``padding="valid"`` the new blocks' dilations
+      only widen the margin the input is padded by.
+
+    Only for ``skip`` ``"none"``/``"v2"`` without batch norm: a V1 block's concatenated input would interleave
+    old and new channels, and batch norm's statistics of new channels would need their own treatment.
     """
     batchnorm = any(isinstance(m, nn.BatchNorm2d) for m in target.modules())
     if not isinstance(target, CNN) or target.skip == "v1" or batchnorm:
-        raise ValueError("widening needs a CNN with skip 'none' or 'v2' and no batch norm")
+        raise ValueError("growing needs a CNN with skip 'none' or 'v2' and no batch norm")
+    old_blocks = 1 + max((int(k.split(".")[1]) for k in source if k.startswith("blocks.")), default=-1)
+    if len(target.blocks) < old_blocks:
+        raise ValueError(f"growing: the trained network has {old_blocks} blocks, more than {len(target.blocks)}")
+    if len(target.blocks) > old_blocks and (target.skip != "v2" or not isinstance(target.post, nn.ReLU)):
+        raise ValueError("growing deeper needs skip 'v2' and ReLU (then a new residual block starts as the "
+                         "identity: relu(h + 0) = h for h >= 0)")
     out = {}
     for name, new in target.state_dict().items():
-        if name not in source:
-            raise ValueError(f"widening: the trained network has no {name!r} (another architecture)")
-        old = source[name].to(new.dtype)
-        if old.shape == new.shape:
-            out[name] = old.clone()
-            continue
-        if old.dim() != new.dim() or old.shape[2:] != new.shape[2:] or any(
-                o > n for o, n in zip(old.shape, new.shape, strict=True)):
-            raise ValueError(f"widening: {name} of shape {tuple(old.shape)} does not fit into {tuple(new.shape)}")
-        w = new.detach().clone()
-        if w.dim() >= 2:
-            w[: old.shape[0], old.shape[1]:] = 0.0  # new channels do not feed old ones
-            w[: old.shape[0], : old.shape[1]] = old
+        if name in source:
+            out[name] = _fit_weight(name, source[name].to(new.dtype), new)
+        elif name.startswith("blocks.") and int(name.split(".")[1]) >= old_blocks:
+            last = f"layers.{len(target.blocks[0].layers) - 1}."
+            out[name] = torch.zeros_like(new) if last in name else new.detach().clone()
         else:
-            w[: old.shape[0]] = old
-        out[name] = w
+            raise ValueError(f"growing: the trained network has no {name!r} (another architecture)")
     return out
+
+
+def _fit_weight(name: str, old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+    """``old`` in the top-left corner of ``new``'s shape; new outputs keep ``new``, new inputs of old outputs are 0."""
+    if old.shape == new.shape:
+        return old.clone()
+    if old.dim() != new.dim() or old.shape[2:] != new.shape[2:] or any(
+            o > n for o, n in zip(old.shape, new.shape, strict=True)):
+        raise ValueError(f"growing: {name} of shape {tuple(old.shape)} does not fit into {tuple(new.shape)}")
+    w = new.detach().clone()
+    if w.dim() >= 2:
+        w[: old.shape[0], old.shape[1]:] = 0.0  # new channels do not feed old ones
+        w[: old.shape[0], : old.shape[1]] = old
+    else:
+        w[: old.shape[0]] = old
+    return w

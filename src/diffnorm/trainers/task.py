@@ -27,6 +27,11 @@ from ..transforms.targets import TargetTransform
 META_FORMAT = "diffnorm-model/1"
 
 
+def _dilations(model: torch.nn.Module) -> list[int]:
+    """The dilation of each convolution of a CNN, input layer first, output layer last."""
+    return [m.dilation[0] for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+
+
 def per_field_metrics(eps: torch.Tensor, mask: torch.Tensor) -> list[dict[str, float]]:
     """SPEC §3 per-sample metrics from ε ``(B, 1, ny, nx)`` on the ocean cells of ``mask``."""
     rows = []
@@ -91,8 +96,9 @@ class NormalizationTask(L.LightningModule):
             that the mean hardly sees; 0: the plain mean. Validation and test losses stay the plain mean.
         init_weights: start from the network weights of a trained model (a shipped name, a ``.pt`` or a ``.ckpt``
             with the same architecture, channels and target) with a fresh optimizer — a warm restart (use
-            ``warmup_steps``). A CNN with fewer ``filters`` but otherwise the same is widened into this one,
-            computing the same function at the start (:func:`diffnorm.models.cnn.widen_state_dict`).
+            ``warmup_steps``). A CNN with fewer ``filters`` and/or fewer ``blocks`` (the first ``dilations``
+            alike) but otherwise the same is grown into this one, computing the same function at the start
+            (:func:`diffnorm.models.cnn.grow_state_dict`).
             ``--ckpt_path`` resumes a run instead (weights, optimizer, schedule, clock) and overrides these weights.
         compile: run the network through ``torch.compile`` (one graph per input shape) when fitting;
             ``channels_last``: NHWC memory layout. Both only change speed, not the weights' meaning (the
@@ -131,11 +137,11 @@ class NormalizationTask(L.LightningModule):
             raise ValueError(f"init_weights {ref}: channels/target {meta['channels']}/{meta['target']} differ from "
                              f"the model's {self.hparams.channels}/{self.hparams.target}")
         state = source.state_dict()
-        if self._widens(meta, source):
-            from ..models.cnn import widen_state_dict
+        if self._grows(meta, source):
+            from ..models.cnn import grow_state_dict
 
             try:
-                state = widen_state_dict(state, self.model)
+                state = grow_state_dict(state, self.model)
             except ValueError as exc:
                 raise ValueError(f"init_weights {ref}: {exc}") from exc
         try:
@@ -144,17 +150,26 @@ class NormalizationTask(L.LightningModule):
             raise ValueError(f"init_weights {ref}: another network ({meta['model']} {meta['model_kwargs']}): "
                              f"{exc}") from exc
 
-    def _widens(self, meta: dict, source) -> bool:
-        """Whether ``init_weights`` names the same CNN with fewer filters: then its weights are widened into this
-        one (:func:`diffnorm.models.cnn.widen_state_dict`, the same function at the start). The widths are the
-        built networks', so a config that leaves ``filters`` at its default compares alike."""
+    def _grows(self, meta: dict, source) -> bool:
+        """Whether ``init_weights`` names the same CNN with fewer filters and/or fewer blocks: then its weights are
+        grown into this one (:func:`diffnorm.models.cnn.grow_state_dict`, the same function at the start). The
+        new blocks come after the trained ones, so the trained layers' dilations must open this one's list. The
+        sizes are the built networks', so a config that leaves ``filters`` or ``blocks`` at its default compares
+        alike."""
         if meta.get("model") != self.hparams.model or self.hparams.model != "cnn":
             return False
-        ignore = {"filters", "periodic_x", "periodic_y", "closed", "in_channels"}
+        ignore = {"filters", "blocks", "dilations", "periodic_x", "periodic_y", "closed", "in_channels"}
         mine = {k: v for k, v in self.model_kwargs.items() if k not in ignore}
         theirs = {k: v for k, v in meta["model_kwargs"].items() if k not in ignore}
-        width = source.input_layer.conv.out_channels
-        return mine == theirs and width < self.model.input_layer.conv.out_channels
+        width, depth = source.input_layer.conv.out_channels, len(source.blocks)
+        my_width, my_depth = self.model.input_layer.conv.out_channels, len(self.model.blocks)
+        if mine != theirs or width > my_width or depth > my_depth or (width, depth) == (my_width, my_depth):
+            return False
+        their_dil, my_dil = _dilations(source), _dilations(self.model)
+        if my_dil[: len(their_dil) - 1] != their_dil[:-1]:  # (the last: the output layer's, always 1)
+            raise ValueError(f"growing a trained CNN: its layers' dilations {their_dil[:-1]} must open the new "
+                             f"network's list {my_dil[:-1]} (new blocks come after the trained ones)")
+        return True
 
     # -- data link ------------------------------------------------------------------------
     def setup(self, stage: str) -> None:

@@ -103,6 +103,7 @@ class CNN(nn.Module):
         self.periodic_x = bool(periodic_x)
         self.periodic_y = bool(periodic_y)
         self.closed = closed
+        self.dilations = dil  # hidden layers', input layer first (the output layer's is 1)
         self.margin = int(sum(dil) + 1) if padding == "valid" else 0
         self.input_layer = ConvLayer(in_channels, filters, dil[0], padding, batchnorm, activation)
         blks = []
@@ -198,10 +199,13 @@ def grow_state_dict(source: dict[str, torch.Tensor], target: nn.Module) -> dict[
         if name in source:
             out[name] = _fit_weight(name, source[name].to(new.dtype), new)
         elif name.startswith("blocks.") and int(name.split(".")[1]) >= old_blocks:
-            last = f"layers.{len(target.blocks[0].layers) - 1}."
-            out[name] = torch.zeros_like(new) if last in name else new.detach().clone()
+            out[name] = new.detach().clone()
         else:
             raise ValueError(f"growing: the trained network has no {name!r} (another architecture)")
+    for b in range(old_blocks, len(target.blocks)):  # each new block's last convolution: zero, the identity
+        last = len(target.blocks[b].layers) - 1
+        for key in target.blocks[b].layers[last].state_dict():
+            out[f"blocks.{b}.layers.{last}.{key}"].zero_()
     return out
 
 

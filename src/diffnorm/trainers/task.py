@@ -27,11 +27,6 @@ from ..transforms.targets import TargetTransform
 META_FORMAT = "diffnorm-model/1"
 
 
-def _dilations(model: torch.nn.Module) -> list[int]:
-    """The dilation of each convolution of a CNN, input layer first, output layer last."""
-    return [m.dilation[0] for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
-
-
 def per_field_metrics(eps: torch.Tensor, mask: torch.Tensor) -> list[dict[str, float]]:
     """SPEC §3 per-sample metrics from ε ``(B, 1, ny, nx)`` on the ocean cells of ``mask``."""
     rows = []
@@ -165,10 +160,9 @@ class NormalizationTask(L.LightningModule):
         my_width, my_depth = self.model.input_layer.conv.out_channels, len(self.model.blocks)
         if mine != theirs or width > my_width or depth > my_depth or (width, depth) == (my_width, my_depth):
             return False
-        their_dil, my_dil = _dilations(source), _dilations(self.model)
-        if my_dil[: len(their_dil) - 1] != their_dil[:-1]:  # (the last: the output layer's, always 1)
-            raise ValueError(f"growing a trained CNN: its layers' dilations {their_dil[:-1]} must open the new "
-                             f"network's list {my_dil[:-1]} (new blocks come after the trained ones)")
+        if self.model.dilations[: len(source.dilations)] != source.dilations:
+            raise ValueError(f"growing a trained CNN: its layers' dilations {source.dilations} must open the new "
+                             f"network's list {self.model.dilations} (new blocks come after the trained ones)")
         return True
 
     # -- data link ------------------------------------------------------------------------

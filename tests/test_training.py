@@ -444,7 +444,7 @@ def test_patches_on_device_train_to_the_same_weights(tiny, tmp_path):
 
 
 @pytest.mark.parametrize("config", sorted(p.name for p in (Path(__file__).parents[1] / "configs").glob("*.yaml")
-                                          if p.name not in ("dataset-study.yaml", "widen48.yaml")))
+                                          if p.name not in ("dataset-study.yaml", "widen48.yaml", "fields712.yaml")))
 def test_shipped_training_configs_build(config, tmp_path, monkeypatch):
     """Every training config in configs/ parses and builds its model, data module and trainer (no data read)."""
     from diffnorm.trainers.cli import cli_main
@@ -468,6 +468,26 @@ def test_widening_overlay_config(tmp_path, monkeypatch):
                      "--trainer.accelerator", "cpu"], run=False)
     assert wide.model.model_kwargs == {**base.model.model_kwargs, "filters": 48}
     assert sum(p.numel() for p in wide.model.parameters()) == 169_345
+
+
+def test_fields_overlay_config(tmp_path, monkeypatch):
+    """configs/fields712.yaml over best.yaml: best.yaml's training dirs first, in order, then the newer ones; no
+    duplicate, none of them a test or robustness set, and the README says how to generate each one."""
+    from diffnorm.trainers.cli import cli_main
+
+    monkeypatch.chdir(tmp_path)
+    root = Path(__file__).parents[1]
+    configs = root / "configs"
+    base = cli_main(["--config", str(configs / "best.yaml"), "--trainer.accelerator", "cpu"], run=False)
+    more = cli_main(["--config", str(configs / "best.yaml"), "--config", str(configs / "fields712.yaml"),
+                     "--trainer.accelerator", "cpu"], run=False)
+    old, new = list(base.datamodule.data_dirs), list(more.datamodule.data_dirs)
+    assert new[:len(old)] == old and len(new) == len(set(new)) == 46
+    assert more.model.model_kwargs == base.model.model_kwargs
+    readme = (root / "README.md").read_text()
+    for d in new:
+        assert not Path(d).name.startswith(("te-", "ood-", "ho-")), d
+        assert f"-o {d}\n" in readme or f"-o {d} " in readme, f"README has no command generating {d}"
 
 
 def test_model_kwargs_from_the_command_line_are_typed(tmp_path, monkeypatch):

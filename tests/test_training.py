@@ -331,6 +331,24 @@ def test_patches_from_transformed_fields_equal_transformed_windows(tiny, augment
     assert len(seen) == (8 if isinstance(augment, list) else 4)  # every transform was drawn and checked
 
 
+def test_padded_field_holds_its_raw_channels_once(tiny):
+    """After padding, a field's raw channels are views of the padded copy's interior, with the same values."""
+    dm = NormalizationDataModule(str(tiny), channels=CHANNELS, target="log_ratio_images", patch_size=8,
+                                 samples_per_epoch=8, batch_size=4, margin=3, cache_patches=False)
+    dm.setup("fit")
+    f = dm.train_dataloader().dataset.fields[0]
+    x0, v0 = f.x.copy(), f.valid.copy()
+    px, pv = f.padded(4)
+    np.testing.assert_array_equal(f.x, x0)
+    np.testing.assert_array_equal(f.valid, v0)
+    assert np.shares_memory(f.x, px) and np.shares_memory(f.valid, pv)
+    np.testing.assert_array_equal(px[:, 4:-4, 4:-4], x0)
+    assert f.padded(4)[0] is px
+    px2, pv2 = f.padded(2)  # another margin pads the same values
+    np.testing.assert_array_equal(px2[:, 2:-2, 2:-2], x0)
+    np.testing.assert_array_equal(pv2[:, 2:-2, 2:-2], v0)
+
+
 ALL_TRANSFORMS = ["identity", "rot90", "transpose", "rot270", "antitranspose", "flip_x", "flip_y", "rot180"]
 
 

@@ -132,11 +132,13 @@ def test_dask_local_process_cluster(reference, tmp_path):
     assert_same_dataset(reference, tmp_path / "p2")
 
 
-def test_local_cluster_workers_keep_thread_caps_but_not_malloc_trim():
+def test_local_cluster_workers_keep_thread_caps_but_not_malloc_trim(monkeypatch):
     """Dask's MALLOC_TRIM_THRESHOLD_ makes the exact method 2x slower in workers: our clusters drop it."""
     import os
 
     from diffnorm.generation import _client
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # a caller's own setting reaches the workers as it is
 
     client, cleanup = _client(None, 1)
     try:

@@ -462,7 +462,8 @@ def test_patches_on_device_train_to_the_same_weights(tiny, tmp_path):
 
 
 @pytest.mark.parametrize("config", sorted(p.name for p in (Path(__file__).parents[1] / "configs").glob("*.yaml")
-                                          if p.name not in ("dataset-study.yaml", "widen48.yaml", "fields712.yaml")))
+                                          if p.name not in ("dataset-study.yaml", "widen48.yaml")
+                                          and not p.name.startswith("fields")))
 def test_shipped_training_configs_build(config, tmp_path, monkeypatch):
     """Every training config in configs/ parses and builds its model, data module and trainer (no data read)."""
     from diffnorm.trainers.cli import cli_main
@@ -488,19 +489,22 @@ def test_widening_overlay_config(tmp_path, monkeypatch):
     assert sum(p.numel() for p in wide.model.parameters()) == 169_345
 
 
-def test_fields_overlay_config(tmp_path, monkeypatch):
-    """configs/fields712.yaml over best.yaml: best.yaml's training dirs first, in order, then the newer ones; no
+@pytest.mark.parametrize("overlay, base_config, dirs", [("fields712.yaml", "best.yaml", 46),
+                                                        ("fields1262.yaml", "fields712.yaml", 55)])
+def test_fields_overlay_config(overlay, base_config, dirs, tmp_path, monkeypatch):
+    """configs/fields*.yaml over best.yaml: the smaller set's training dirs first, in order, then the newer ones; no
     duplicate, none of them a test or robustness set, and the README says how to generate each one."""
     from diffnorm.trainers.cli import cli_main
 
     monkeypatch.chdir(tmp_path)
     root = Path(__file__).parents[1]
     configs = root / "configs"
-    base = cli_main(["--config", str(configs / "best.yaml"), "--trainer.accelerator", "cpu"], run=False)
-    more = cli_main(["--config", str(configs / "best.yaml"), "--config", str(configs / "fields712.yaml"),
+    over = [] if base_config == "best.yaml" else ["--config", str(configs / base_config)]
+    base = cli_main(["--config", str(configs / "best.yaml"), *over, "--trainer.accelerator", "cpu"], run=False)
+    more = cli_main(["--config", str(configs / "best.yaml"), "--config", str(configs / overlay),
                      "--trainer.accelerator", "cpu"], run=False)
     old, new = list(base.datamodule.data_dirs), list(more.datamodule.data_dirs)
-    assert new[:len(old)] == old and len(new) == len(set(new)) == 46
+    assert new[:len(old)] == old and len(new) == len(set(new)) == dirs
     assert more.model.model_kwargs == base.model.model_kwargs
     readme = (root / "README.md").read_text()
     for d in new:

@@ -489,9 +489,9 @@ def test_widening_overlay_config(tmp_path, monkeypatch):
     assert sum(p.numel() for p in wide.model.parameters()) == 169_345
 
 
-@pytest.mark.parametrize("overlay, base_config, dirs", [("fields712.yaml", "best.yaml", 46),
-                                                        ("fields1262.yaml", "fields712.yaml", 55)])
-def test_fields_overlay_config(overlay, base_config, dirs, tmp_path, monkeypatch):
+@pytest.mark.parametrize("overlay, smaller, dirs", [("fields712.yaml", [], 46),
+                                                    ("fields1262.yaml", ["fields712.yaml"], 55)])
+def test_fields_overlay_config(overlay, smaller, dirs, tmp_path, monkeypatch):
     """configs/fields*.yaml over best.yaml: the smaller set's training dirs first, in order, then the newer ones; no
     duplicate, none of them a test or robustness set, and the README says how to generate each one."""
     from diffnorm.trainers.cli import cli_main
@@ -499,7 +499,7 @@ def test_fields_overlay_config(overlay, base_config, dirs, tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     root = Path(__file__).parents[1]
     configs = root / "configs"
-    over = [] if base_config == "best.yaml" else ["--config", str(configs / base_config)]
+    over = [arg for name in smaller for arg in ("--config", str(configs / name))]
     base = cli_main(["--config", str(configs / "best.yaml"), *over, "--trainer.accelerator", "cpu"], run=False)
     more = cli_main(["--config", str(configs / "best.yaml"), "--config", str(configs / overlay),
                      "--trainer.accelerator", "cpu"], run=False)

@@ -1,9 +1,12 @@
-"""Where a trained CNN's error is: mean and max |ε| by distance to the coast, and the share of worst cells there.
+"""Where a trained CNN's error is: mean and max |ε| by distance to the coast and by local coast geometry.
 
     python benchmarks/cnn_error_by_coast_distance.py --model sphere-1deg \
         --test-dirs data/te-sphere-iso data/te-sphere-study --fields 3 -o benchmarks/results/cnn_coast_distance.md
 
 Distance: |Δi| + |Δj| to the nearest land cell (a closed edge counts as land), 1 = shares a face with land.
+Geometry: :func:`diffnorm.features.coast_classes` (how many of a cell's faces are closed, and whether two closed
+faces meet in a corner or face each other across a one-cell-wide channel), pooled over all fields, with the share of
+the fields' worst cells in each class.
 ε = γ̂²/γ² − 1 (SPEC §3) against the exact γ stored in the data sets; the images prior (what the network
 corrects) is shown beside it.
 """
@@ -16,12 +19,32 @@ from pathlib import Path
 import numpy as np
 
 from diffnorm.datasets import NormalizationDataset
-from diffnorm.features import grid_signed_distance
+from diffnorm.features import COAST_CLASSES, coast_classes, grid_signed_distance
 from diffnorm.pretrained import load_model, predict_gamma
 from diffnorm.transforms.inputs import grid_from_fields
 from diffnorm.transforms.targets import TargetTransform
 
 BINS = ((1, 1), (2, 2), (3, 5), (6, 10**9))
+
+
+def geometry_table(pooled: dict[str, list], worst: int) -> list[str]:
+    """Markdown lines: per coast class, its share of ocean cells, mean / max |ε| of each method, share of worst cells."""
+    code = np.concatenate(pooled["class"])
+    is_worst = np.concatenate(pooled["worst"])
+    methods = [k for k in pooled if k not in ("class", "worst")]
+    eps = {k: np.concatenate(pooled[k]) for k in methods}
+    out = ["", f"By local coast geometry, pooled over the {len(pooled['class'])} fields above: mean / max |ε|, and the "
+           f"share of the fields' {worst} worst cells (cnn) in each class.", "",
+           "| geometry | ocean cells | " + " | ".join(methods) + f" | worst {worst} |",
+           "|---|---|" + "---|" * len(methods) + "---|"]
+    for c, name in enumerate(COAST_CLASSES):
+        sel = code == c
+        if c == 0 or not sel.any():
+            continue
+        out.append(f"| {name} | {100 * sel.mean():.2f} % | "
+                   + " | ".join(f"{eps[k][sel].mean():.2e} / {eps[k][sel].max():.2e}" for k in methods)
+                   + f" | {100 * is_worst[sel].sum() / is_worst.sum():.0f} % |")
+    return out
 
 
 def main() -> None:
@@ -41,6 +64,7 @@ def main() -> None:
              "| field | method | " + " | ".join(f"d = {a}" if a == b else (f"d ≥ {a}" if b > 10**8 else f"d = {a}–{b}")
                                             for a, b in BINS) + f" | worst {args.worst} at d ≤ 2 |",
              "|---|---|" + "---|" * len(BINS) + "---|"]
+    pooled: dict[str, list] = {"class": [], "worst": []}
     for d in args.test_dirs:
         ds = NormalizationDataset(d, args.split)
         for k in range(min(args.fields, len(ds))):
@@ -48,6 +72,7 @@ def main() -> None:
             grid = grid_from_fields(item)
             ocean = grid.mask
             dist = np.abs(grid_signed_distance(grid, "manhattan"))[ocean]
+            pooled["class"].append(coast_classes(grid)[ocean])
             estimates = {"cnn": predict_gamma(model, meta, grid, int(item["steps"])),
                          "images prior": tt.prior(grid, int(item["steps"]))}
             for name, gamma in estimates.items():
@@ -58,8 +83,12 @@ def main() -> None:
                     cells.append(f"{eps[sel].mean():.2e} / {eps[sel].max():.2e} ({100 * sel.mean():.0f} %)" if sel.any()
                                  else "–")
                 worst = np.argsort(-eps)[:args.worst]
+                pooled.setdefault(name, []).append(eps)
+                if name == "cnn":
+                    pooled["worst"].append(np.isin(np.arange(eps.size), worst))
                 lines.append(f"| {Path(d).name}/{k} | {name} | " + " | ".join(cells)
                              + f" | {100 * (dist[worst] <= 2).mean():.0f} % |")
+    lines += geometry_table(pooled, args.worst)
     text = "\n".join(lines) + "\n"
     print(text)
     Path(args.output).write_text(text)

@@ -1,8 +1,10 @@
 import numpy as np
 import pytest
 
-from diffnorm.features import analytic_channel, compute_features, grid_signed_distance, signed_distance
+from diffnorm.features import (COAST_CLASSES, analytic_channel, coast_classes, compute_features, grid_signed_distance,
+                               signed_distance)
 from diffnorm.normalization import analytic_normalization
+from diffnorm.grid import Grid
 from tests.conftest import make_grid
 
 
@@ -75,3 +77,46 @@ def test_analytic_channel_and_feature_stack():
     assert all(f.shape == grid.shape and np.all(np.isfinite(f)) for f in feats.values())
     with pytest.raises(ValueError, match="unknown feature"):
         compute_features(grid, 10, ["salinity"])
+
+
+@pytest.mark.parametrize("periodic_x", [False, True])
+def test_coast_classes_by_hand(periodic_x):
+    """A 5x6 basin drawn by hand: walls close the south and north edges (and the west/east ones unless periodic)."""
+    rows = ["##.###",   # north edge (row 4)
+            "##.###",
+            "......",
+            "#.....",
+            "#.#..."]   # south edge (row 0)
+    mask = np.array([[c == "." for c in r] for r in rows[::-1]])
+    ones = np.ones(mask.shape)
+    grid = Grid(mask, ones, ones, ones, periodic_x, False)
+    names = np.array(COAST_CLASSES)[coast_classes(grid)]
+    assert names[4, 2] == "dead end"  # north wall, land west and east
+    assert names[3, 2] == "channel"   # land west and east
+    assert names[0, 1] == "dead end"  # south wall, land west and east
+    assert names[1, 1] == "straight"  # land west only
+    assert names[2, 1] == "straight"  # land north only
+    assert names[2, 0] == ("channel" if periodic_x else "dead end")  # land north and south; west wraps to (2, 5)
+    assert names[0, 5] == "corner"    # south wall, and east: the west wall or, wrapped, land (0, 0)
+    assert names[1, 3] == "open"
+    assert (names[~mask] == "land").all()
+    # brute force: count closed faces cell by cell
+    ny, nx = mask.shape
+    for j in range(ny):
+        for i in range(nx):
+            if not mask[j, i]:
+                continue
+            def ocean(jj, ii):
+                if not 0 <= jj < ny:
+                    return False
+                if not 0 <= ii < nx:
+                    if not periodic_x:
+                        return False
+                    ii %= nx
+                return bool(mask[jj, ii])
+            shut = [not ocean(j, i + 1), not ocean(j, i - 1), not ocean(j + 1, i), not ocean(j - 1, i)]
+            n = sum(shut)
+            want = {0: "open", 1: "straight", 3: "dead end", 4: "isolated"}.get(n)
+            if n == 2:
+                want = "channel" if shut[:2] == [True, True] or shut[2:] == [True, True] else "corner"
+            assert names[j, i] == want, (j, i)

@@ -13,6 +13,9 @@ from .normalization import analytic_normalization
 
 DISTANCE_METRICS = ("manhattan", "euclidean")
 FEATURES = ("mask", "area", "diff_x", "diff_y", "distance_manhattan", "distance_euclidean", "analytic")
+#: :func:`coast_classes` codes, by index: how many of an ocean cell's four faces are closed (land or a wall), and
+#: for two, whether they meet (a corner) or face each other (a one-cell-wide channel)
+COAST_CLASSES = ("land", "open", "straight", "corner", "channel", "dead end", "isolated")
 
 
 def _distance_to_zero(nonzero: np.ndarray, metric: str) -> np.ndarray:
@@ -67,6 +70,19 @@ def signed_distance(mask: np.ndarray, metric: str = "euclidean", periodic_x: boo
 def grid_signed_distance(grid: Grid, metric: str = "euclidean", walls: bool = True) -> np.ndarray:
     """:func:`signed_distance` of a grid's mask with its periodic flags."""
     return signed_distance(grid.mask, metric, grid.periodic_x, grid.periodic_y, walls)
+
+
+def coast_classes(grid: Grid) -> np.ndarray:
+    """Int ``(ny, nx)`` index into :data:`COAST_CLASSES` of each cell's local coast geometry, for error
+    diagnostics: the operator sees a coast only through its closed faces, so a channel cell (land on two
+    opposite faces) diffuses in one dimension and a dead end in almost none."""
+    east, north = ~grid.active_x, ~grid.active_y
+    west, south = np.roll(east, 1, axis=1), np.roll(north, 1, axis=0)  # a wall's closed face wraps in too
+    closed = east.astype(int) + west + north + south
+    opposite = (east & west) | (north & south)
+    code = np.choose(closed, [1, 2, 3, 5, 6])
+    code[(closed == 2) & opposite] = 4
+    return np.where(grid.mask, code, 0)
 
 
 def analytic_channel(grid: Grid, steps: int, fill: float = 0.0) -> np.ndarray:

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from diffnorm.datamodules import NormalizationDataModule
+from diffnorm.datasets import NormalizationDataset
 from diffnorm.metrics import sample_metrics
 from diffnorm.pretrained import export_checkpoint, load_model, predict_gamma
 from diffnorm.trainers import NormalizationTask
@@ -347,6 +348,22 @@ def test_padded_field_holds_its_raw_channels_once(tiny):
     px2, pv2 = f.padded(2)  # another margin pads the same values
     np.testing.assert_array_equal(px2[:, 2:-2, 2:-2], x0)
     np.testing.assert_array_equal(pv2[:, 2:-2, 2:-2], v0)
+
+
+def test_field_holds_raw_channels_in_float32(tiny):
+    """A training field's raw channels are float32 copies of the float64 ones; standardized, they agree to 1e-6."""
+    dm = NormalizationDataModule(str(tiny), channels=CHANNELS, target="log_ratio_images", patch_size=8,
+                                 samples_per_epoch=8, batch_size=4, margin=3, cache_patches=False)
+    dm.setup("fit")
+    f = dm.fields["train"][0]
+    item = NormalizationDataset(str(tiny), "train")[0]
+    grid = grid_from_fields(item)
+    raw64, valid = dm.input_transform.raw(grid, f.steps, dm.target_transform.prior(grid, f.steps))
+    assert f.x.dtype == np.float32 and raw64.dtype == np.float64
+    np.testing.assert_array_equal(f.valid, valid)
+    np.testing.assert_allclose(f.x, raw64, rtol=1e-7, atol=1e-12)
+    np.testing.assert_allclose(dm.input_transform.apply(f.x, f.valid), dm.input_transform.apply(raw64, valid),
+                               rtol=0, atol=1e-6)
 
 
 ALL_TRANSFORMS = ["identity", "rot90", "transpose", "rot270", "antitranspose", "flip_x", "flip_y", "rot180"]

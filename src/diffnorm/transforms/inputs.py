@@ -147,7 +147,7 @@ class InputTransform:
         for k, c in enumerate(self.channels):
             if c in FIXED:
                 continue
-            vals = np.concatenate([x[k][ok[k]] for x, ok in raws])
+            vals = np.concatenate([x[k][ok[k]] for x, ok in raws]).astype(np.float64)  # float32 fields too
             if vals.size:
                 mean[k] = vals.mean()
                 s = vals.std()

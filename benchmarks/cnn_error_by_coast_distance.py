@@ -28,7 +28,7 @@ BINS = ((1, 1), (2, 2), (3, 5), (6, 10**9))
 
 
 def geometry_table(pooled: dict[str, list], worst: int) -> list[str]:
-    """Markdown lines: per coast class, its share of ocean cells, mean / max |ε| of each method, share of worst cells."""
+    """Markdown lines: per coast class, its share of ocean cells, mean / max |ε| per method, share of worst cells."""
     code = np.concatenate(pooled["class"])
     is_worst = np.concatenate(pooled["worst"])
     methods = [k for k in pooled if k not in ("class", "worst")]

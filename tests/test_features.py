@@ -1,10 +1,16 @@
 import numpy as np
 import pytest
 
-from diffnorm.features import (COAST_CLASSES, analytic_channel, coast_classes, compute_features, grid_signed_distance,
-                               signed_distance)
-from diffnorm.normalization import analytic_normalization
+from diffnorm.features import (
+    COAST_CLASSES,
+    analytic_channel,
+    coast_classes,
+    compute_features,
+    grid_signed_distance,
+    signed_distance,
+)
 from diffnorm.grid import Grid
+from diffnorm.normalization import analytic_normalization
 from tests.conftest import make_grid
 
 

@@ -27,13 +27,14 @@ from diffnorm.transforms.targets import TargetTransform
 BINS = ((1, 1), (2, 2), (3, 5), (6, 10**9))
 
 
-def geometry_table(pooled: dict[str, list], worst: int) -> list[str]:
-    """Markdown lines: per coast class, its share of ocean cells, mean / max |ε| per method, share of worst cells."""
-    code = np.concatenate(pooled["class"])
-    is_worst = np.concatenate(pooled["worst"])
-    methods = [k for k in pooled if k not in ("class", "worst")]
-    eps = {k: np.concatenate(pooled[k]) for k in methods}
-    out = ["", f"By local coast geometry, pooled over the {len(pooled['class'])} fields above: mean / max |ε|, and the "
+def geometry_table(classes: list, errors: dict[str, list], worst_cells: list, worst: int) -> list[str]:
+    """Markdown lines: per coast class, its share of ocean cells, mean / max |ε| per method, share of worst cells
+    (per field: ocean-cell class codes, |ε| of each method, and the cnn's worst-cell flags)."""
+    code = np.concatenate(classes)
+    is_worst = np.concatenate(worst_cells)
+    methods = list(errors)
+    eps = {k: np.concatenate(v) for k, v in errors.items()}
+    out = ["", f"By local coast geometry, pooled over the {len(classes)} fields above: mean / max |ε|, and the "
            f"share of the fields' {worst} worst cells (cnn) in each class.", "",
            "| geometry | ocean cells | " + " | ".join(methods) + f" | worst {worst} |",
            "|---|---|" + "---|" * len(methods) + "---|"]
@@ -64,7 +65,9 @@ def main() -> None:
              "| field | method | " + " | ".join(f"d = {a}" if a == b else (f"d ≥ {a}" if b > 10**8 else f"d = {a}–{b}")
                                             for a, b in BINS) + f" | worst {args.worst} at d ≤ 2 |",
              "|---|---|" + "---|" * len(BINS) + "---|"]
-    pooled: dict[str, list] = {"class": [], "worst": []}
+    classes: list = []
+    errors: dict[str, list] = {}
+    worst_cells: list = []
     for d in args.test_dirs:
         ds = NormalizationDataset(d, args.split)
         for k in range(min(args.fields, len(ds))):
@@ -72,7 +75,7 @@ def main() -> None:
             grid = grid_from_fields(item)
             ocean = grid.mask
             dist = np.abs(grid_signed_distance(grid, "manhattan"))[ocean]
-            pooled["class"].append(coast_classes(grid)[ocean])
+            classes.append(coast_classes(grid)[ocean])
             estimates = {"cnn": predict_gamma(model, meta, grid, int(item["steps"])),
                          "images prior": tt.prior(grid, int(item["steps"]))}
             for name, gamma in estimates.items():
@@ -83,12 +86,13 @@ def main() -> None:
                     cells.append(f"{eps[sel].mean():.2e} / {eps[sel].max():.2e} ({100 * sel.mean():.0f} %)" if sel.any()
                                  else "–")
                 worst = np.argsort(-eps)[:args.worst]
-                pooled.setdefault(name, []).append(eps)
+                errors.setdefault(name, []).append(eps)
                 if name == "cnn":
-                    pooled["worst"].append(np.isin(np.arange(eps.size), worst))
+                    worst_cells.append(np.zeros(eps.size, bool))
+                    worst_cells[-1][worst] = True
                 lines.append(f"| {Path(d).name}/{k} | {name} | " + " | ".join(cells)
                              + f" | {100 * (dist[worst] <= 2).mean():.0f} % |")
-    lines += geometry_table(pooled, args.worst)
+    lines += geometry_table(classes, errors, worst_cells, args.worst)
     text = "\n".join(lines) + "\n"
     print(text)
     Path(args.output).write_text(text)

@@ -108,18 +108,20 @@ def test_coast_classes_by_hand(periodic_x):
     assert (names[~mask] == "land").all()
     # brute force: count closed faces cell by cell
     ny, nx = mask.shape
+
+    def ocean(jj, ii):
+        if not 0 <= jj < ny:
+            return False
+        if not 0 <= ii < nx:
+            if not periodic_x:
+                return False
+            ii %= nx
+        return bool(mask[jj, ii])
+
     for j in range(ny):
         for i in range(nx):
             if not mask[j, i]:
                 continue
-            def ocean(jj, ii):
-                if not 0 <= jj < ny:
-                    return False
-                if not 0 <= ii < nx:
-                    if not periodic_x:
-                        return False
-                    ii %= nx
-                return bool(mask[jj, ii])
             shut = [not ocean(j, i + 1), not ocean(j, i - 1), not ocean(j + 1, i), not ocean(j - 1, i)]
             n = sum(shut)
             want = {0: "open", 1: "straight", 3: "dead end", 4: "isolated"}.get(n)

@@ -80,7 +80,7 @@ def coast_classes(grid: Grid) -> np.ndarray:
     west, south = np.roll(east, 1, axis=1), np.roll(north, 1, axis=0)  # a wall's closed face wraps in too
     closed = east.astype(int) + west + north + south
     opposite = (east & west) | (north & south)
-    code = np.choose(closed, [1, 2, 3, 5, 6])
+    code = np.array([1, 2, 3, 5, 6])[closed]  # open, straight, corner (two: see below), dead end, isolated
     code[(closed == 2) & opposite] = 4
     return np.where(grid.mask, code, 0)
 

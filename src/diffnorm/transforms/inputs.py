@@ -147,10 +147,10 @@ class InputTransform:
         for k, c in enumerate(self.channels):
             if c in FIXED:
                 continue
-            vals = np.concatenate([x[k][ok[k]] for x, ok in raws]).astype(np.float64)  # float32 fields too
-            if vals.size:
-                mean[k] = vals.mean()
-                s = vals.std()
+            vals = np.concatenate([x[k][ok[k]] for x, ok in raws])
+            if vals.size:  # accumulated in float64 for float32 fields too, without a float64 copy
+                mean[k] = vals.mean(dtype=np.float64)
+                s = vals.std(dtype=np.float64)
                 std[k] = s if s > 0 else 1.0
         self.mean, self.std = mean, std
         return self

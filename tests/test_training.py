@@ -4,6 +4,7 @@ import csv
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -544,3 +545,38 @@ def test_model_kwargs_from_the_command_line_are_typed(tmp_path, monkeypatch):
     assert kw["activation"] == "relu" and kw["skip"] == "v2"  # words stay words
     first = next(cli.model.model.parameters())
     assert first.shape[0] == 64
+
+
+@pytest.mark.parametrize("has_bf16, fallback, expected", [(False, None, "32-true"), (False, "false", "bf16-mixed"),
+                                                          (True, None, "bf16-mixed")])
+def test_bf16_falls_back_to_float32_on_cpus_without_bf16_units(has_bf16, fallback, expected, tmp_path, monkeypatch):
+    """configs/best.yaml asks for bf16-mixed: on a CPU that would emulate bf16 the trainer gets 32-true and a warning
+    that says why and how to keep bf16; with --precision_fallback false, or on a CPU with bf16 units, bf16 stays."""
+    from diffnorm.trainers import cli as train_cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(train_cli, "cpu_has_bf16", lambda: has_bf16)
+    args = ["--config", str(Path(__file__).parents[1] / "configs" / "best.yaml"), "--trainer.accelerator", "cpu"]
+    args += ["--precision_fallback", fallback] if fallback else []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cli = train_cli.cli_main(args, run=False)
+    assert cli.trainer.precision == expected
+    said = [str(w.message) for w in caught if "no bf16 units" in str(w.message)]
+    assert len(said) == (expected == "32-true")
+    if said:
+        assert "bf16-mixed" in said[0] and "--precision_fallback false" in said[0]
+
+
+def test_precision_fallback_only_on_the_cpu(monkeypatch):
+    """A GPU run keeps its bf16; "auto" means the CPU only when there is no GPU."""
+    from diffnorm.trainers.cli import _runs_on_cpu, cpu_has_bf16
+
+    assert isinstance(cpu_has_bf16(), bool)
+    assert _runs_on_cpu("cpu") and _runs_on_cpu("CPU")
+    assert not _runs_on_cpu("gpu") and not _runs_on_cpu("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert not _runs_on_cpu("auto")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert _runs_on_cpu("auto") and _runs_on_cpu(None)

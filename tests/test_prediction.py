@@ -216,6 +216,30 @@ def _training_bundle(grids, periodic_x=False, exact_small=0, target="log_ratio_a
     return model, meta, manual
 
 
+@pytest.mark.parametrize("has_bf16", [False, True])
+def test_bf16_on_a_cpu_without_bf16_units_warns(monkeypatch, has_bf16):
+    """bf16 asked on a CPU that would emulate it: a warning that it is slower than float32, from a Predictor and
+    from the training code's predict_gamma (none for float32, or where the CPU has bf16 units); the prediction
+    still runs in the precision asked."""
+    import warnings
+
+    from diffnorm.models import inference
+    from diffnorm.pretrained import predict_gamma
+
+    grids = make_grids(1)
+    model, meta, _ = _training_bundle(grids)
+    monkeypatch.setattr(inference, "cpu_has_bf16", lambda: has_bf16)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        p16 = Predictor(model, meta, precision="bf16")
+        Predictor(model, meta)
+        g16 = predict_gamma(model, meta, grids[0], precision="bf16")
+        predict_gamma(model, meta, grids[0])
+    said = [str(w.message) for w in caught if "no bf16 units" in str(w.message)]
+    assert len(said) == 2 * (not has_bf16) and p16.precision == "bf16"
+    assert np.isfinite(g16[grids[0].mask]).all()
+
+
 def test_training_code_models_and_transforms():
     grids = make_grids(2)
     model, meta, manual = _training_bundle(grids)

@@ -103,12 +103,13 @@ class Predictor:
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
-        from .models.inference import check_precision
+        from .models.inference import check_precision, warn_if_bf16_emulated
 
         self.precision = check_precision(self.precision)
         if self.precision != "32" and self.backend != "torch":
             raise ValueError(f"precision {self.precision} needs backend 'torch' (the ONNX export is float32)")
         self._dev = _device(self.device)
+        warn_if_bf16_emulated(self.precision, self._dev)
         self.model = self.model.to(self._dev).eval()
         self.meta = dict(self.meta)
         channels = self.channels

@@ -28,6 +28,7 @@ at about 2 % of ε_mean; elsewhere bf16 is emulated and slower.
 from __future__ import annotations
 
 import copy
+import warnings
 import weakref
 
 import numpy as np
@@ -48,6 +49,21 @@ def check_precision(precision: str) -> str:
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     return precision
+
+
+def cpu_has_bf16() -> bool:
+    """Whether oneDNN runs bf16 on this CPU's own units (AVX-512 or AMX, or Arm's bf16); elsewhere it emulates it."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return torch.backends.cpu.get_cpu_capability() == "AVX512"
+
+
+def warn_if_bf16_emulated(precision: str, device) -> None:
+    """Warn that ``precision="bf16"`` on ``device`` is slower than float32: a CPU without bf16 units emulates it."""
+    if precision == "bf16" and torch.device(device).type == "cpu" and not cpu_has_bf16():
+        warnings.warn("precision bf16 on this CPU, which has no bf16 units (no AVX-512 or AMX): bf16 is emulated "
+                      "there and slower than the default float32", UserWarning, stacklevel=3)
 
 
 def _version(t: torch.Tensor) -> int:

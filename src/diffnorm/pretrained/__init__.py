@@ -130,8 +130,9 @@ def predict_gamma(model, meta: dict, grid, steps: int | None = None, force: bool
         dev = next(model.parameters()).device
     except (StopIteration, AttributeError):
         dev = torch.device("cpu")
-    from ..models.inference import forward_ocean
+    from ..models.inference import forward_ocean, warn_if_bf16_emulated
 
+    warn_if_bf16_emulated(precision, dev)
     with torch.inference_mode():
         y = forward_ocean(model, x.to(dev), np.stack(masks), precision)  # exact on the ocean, land rows skipped
     y = y[:, 0].double().cpu().numpy()

@@ -18,21 +18,12 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 from ..datamodules import NormalizationDataModule
+from ..models.inference import cpu_has_bf16
 from .callbacks import LatestCheckpoint  # noqa: F401  (re-exported)
 from .task import NormalizationTask
 
 #: Lightning precisions that compute in bfloat16
 BF16_PRECISIONS = ("bf16-mixed", "bf16-true", "bf16")
-
-
-def cpu_has_bf16() -> bool:
-    """Whether oneDNN runs bf16 on this CPU's own units (AVX-512 or AMX, or Arm's bf16); elsewhere it emulates it."""
-    import torch
-
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a build without oneDNN
-        return torch.backends.cpu.get_cpu_capability() == "AVX512"
 
 
 def _runs_on_cpu(accelerator) -> bool:

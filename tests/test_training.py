@@ -565,7 +565,7 @@ def test_bf16_falls_back_to_float32_on_cpus_without_bf16_units(has_bf16, fallbac
     said = [str(w.message) for w in caught if "no bf16 units" in str(w.message)]
     assert len(said) == (expected == "32-true")
     if said:
-        assert "bf16-mixed" in said[0] and "--precision_fallback false" in said[0]
+        assert "bf16-mixed" in said[0] and "--precision_fallback false" in said[0] and "best-fast.yaml" in said[0]
 
 
 def test_precision_fallback_only_on_the_cpu(monkeypatch):

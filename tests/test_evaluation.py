@@ -203,6 +203,15 @@ def test_lightning_checkpoint_end_to_end(data, tmp_path, capsys):
     grid = item_grid(items[0])
     np.testing.assert_allclose(read_gamma(tmp_path / "g.nc")[grid.mask], predict_gamma(model, meta, grid)[grid.mask],
                                rtol=1e-6)
+    # --exact-small as large as the grid: every component exact, so γ is the data set's exact label and ε ≈ 0
+    n_all = str(grid.mask.size)
+    assert main(["predict", str(last), str(sample), "--exact-small", n_all, "-o", str(tmp_path / "x.nc")]) == 0
+    np.testing.assert_allclose(read_gamma(tmp_path / "x.nc")[grid.mask], items[0]["gamma"][grid.mask], rtol=1e-6)
+    assert main(["evaluate", str(last), str(root / "ds"), "--exact-small", n_all, "-o", str(tmp_path / "ev0")]) == 0
+    assert pd.read_csv(tmp_path / "ev0" / "metrics.csv")["max"].max() < 1e-5
+    capsys.readouterr()
+    assert main(["compare", str(root / "ds"), "--methods", f"cnn:{last}", "--exact-small", "0", "--limit", "1"]) == 0
+    assert "cnn:last.ckpt (exact_small 0)" in capsys.readouterr().out
 
     assert main(["export", str(last), "--format", "onnx", "-o", str(tmp_path / "m.onnx")]) == 0
     assert main(["plot", "curves", str(tmp_path / "logs"), "-o", str(tmp_path / "curves.png")]) == 0

@@ -313,6 +313,39 @@ def test_training_code_exact_small_components():
     assert gamma[2, 2] == pytest.approx(bruteforce_normalization(lake, 10)[2, 2], rel=1e-8)
 
 
+def test_exact_small_override():
+    """``exact_small`` given at prediction replaces the model's: as large as the ocean, every cell gets the exact γ
+    (against brute force); 0 hands the isolated cell back to the network; the model's meta data is not changed;
+    bad values are named."""
+    pretrained = pytest.importorskip("diffnorm.pretrained")
+    from diffnorm.normalization import bruteforce_normalization
+
+    grids = make_grids(2)
+    g = grids[0]
+    mask = g.mask.copy()
+    mask[1:4, 1:4] = False
+    mask[2, 2] = True  # an isolated ocean cell: its own component
+    lake = type(g)(mask, g.area, g.diff_x, g.diff_y)
+    model, meta, _ = _training_bundle(grids, exact_small=4)
+    exact = bruteforce_normalization(lake, 10)
+    everything = int(lake.mask.sum())
+    for gamma in (Predictor(model, meta, exact_small=everything).predict_grid(lake),
+                  pretrained.predict_gamma(model, meta, lake, exact_small=everything)):
+        np.testing.assert_allclose(gamma[lake.mask], exact[lake.mask], rtol=1e-8)
+    off = Predictor(model, meta, exact_small=0)
+    assert off.meta["target_transform"]["exact_small"] == 0 and meta["target_transform"]["exact_small"] == 4
+    g0 = off.predict_grid(lake)
+    assert abs(g0[2, 2] / exact[2, 2] - 1) > 1e-3  # the network's guess, not the exact value
+    np.testing.assert_allclose(g0[lake.mask], pretrained.predict_gamma(model, meta, lake, exact_small=0)[lake.mask],
+                               rtol=1e-6)
+    assert Predictor(model, meta).predict_grid(lake)[2, 2] == pytest.approx(exact[2, 2], rel=1e-8)
+    for bad in (-1, 2.5, True, "10"):
+        with pytest.raises(ValueError, match="exact_small"):
+            Predictor(model, meta, exact_small=bad)
+        with pytest.raises(ValueError, match="exact_small"):
+            pretrained.predict_gamma(model, meta, lake, exact_small=bad)
+
+
 @pytest.mark.parametrize("periodic_x", [False, True])
 def test_test_time_augmentation_is_the_mean_over_flipped_grids(periodic_x):
     """TTA by hand: predict each flipped grid alone, flip γ back, geometric mean (the network's output is

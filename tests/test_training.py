@@ -1,6 +1,7 @@
 """Training with Lightning: overfitting, determinism, resume, checkpoint loading, DDP, CLI."""
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -137,6 +138,12 @@ def test_checkpoint_loads_weights_only_and_predicts(tiny, tmp_path):
     from diffnorm.prediction import Predictor
 
     np.testing.assert_allclose(Predictor(m2, meta2).predict_grid(grid), gamma, rtol=1e-6)
+    # the prediction threshold of exact γ can be set at export without touching the rest of the meta data
+    m3, meta3 = load_model(export_checkpoint(tmp_path / "last.ckpt", tmp_path / "m3.pt", exact_small=300))
+    assert meta3["target_transform"] == {**meta2["target_transform"], "exact_small": 300}
+    assert json.loads((tmp_path / "m3.json").read_text())["target_transform"]["exact_small"] == 300
+    with pytest.raises(ValueError, match="exact_small"):
+        export_checkpoint(tmp_path / "last.ckpt", tmp_path / "m4.pt", exact_small=-1)
 
 
 def _config(tmp_path, root, extra=""):

@@ -211,7 +211,7 @@ def evaluate_streaming(estimators: dict[str, Estimator], root: str | os.PathLike
 # -- methods -------------------------------------------------------------------------------
 def parse_method(spec: str, device: str | None = "cpu", force: bool = False,
                  backend: str = "torch", tta: str | list[str] | None = "model",
-                 precision: str = "32") -> tuple[str, Estimator]:
+                 precision: str = "32", exact_small: int | None = None) -> tuple[str, Estimator]:
     """``cnn:MODEL``, ``randomized:N[:SEED]``, ``analytic``, ``images``, ``exact`` → (label, estimator).
 
     Randomized uses seed ``SEED + field index`` (default SEED 0) so fields get independent noise.
@@ -230,7 +230,8 @@ def parse_method(spec: str, device: str | None = "cpu", force: bool = False,
             raise ValueError("method 'cnn' needs a model: cnn:CHECKPOINT or cnn:sphere-1deg")
         from .prediction import Predictor
 
-        predictor = Predictor.load(arg, device=device, backend=backend, tta=tta, precision=precision)
+        predictor = Predictor.load(arg, device=device, backend=backend, tta=tta, precision=precision,
+                                   exact_small=exact_small)
 
         def cnn(grid: Grid, steps: int, k: int) -> np.ndarray:
             return predictor.predict_grid(grid, steps, force=force)
@@ -238,7 +239,8 @@ def parse_method(spec: str, device: str | None = "cpu", force: bool = False,
         cnn.warmup = True
         cnn.predictor = predictor
         label = f"cnn:{Path(arg).name}" + ("" if tta == "model" else f" (tta {tta})") + \
-            ("" if precision == "32" else f" ({precision})")
+            ("" if precision == "32" else f" ({precision})") + \
+            ("" if exact_small is None else f" (exact_small {exact_small})")
         return label, cnn
     if kind == "randomized":
         parts = arg.split(":") if arg else []
@@ -271,12 +273,12 @@ def evaluate_method(method: str | Estimator, root: str | os.PathLike, split: str
 def compare_methods(methods: Sequence[str], root: str | os.PathLike, split: str = "test", limit: int | None = None,
                     device: str | None = "cpu", force: bool = False, log: Callable[[str], None] | None = None,
                     backend: str = "torch", tta: str | list[str] | None = "model",
-                    precision: str = "32") -> pd.DataFrame:
+                    precision: str = "32", exact_small: int | None = None) -> pd.DataFrame:
     """One row per method: ε_Q9999, ε_max, ε_mean, RMSE (mean and std over fields) and wall time per field."""
     if not methods:
         raise ValueError("no method given")
     # fail early on a bad spec or model
-    parsed = [parse_method(m, device, force, backend, tta, precision) for m in methods]
+    parsed = [parse_method(m, device, force, backend, tta, precision, exact_small) for m in methods]
     labels = [label for label, _ in parsed]
     dup = {x for x in labels if labels.count(x) > 1}
     if dup:

@@ -95,6 +95,9 @@ class Predictor:
     #: "32" (float32) or "bf16": the network's hidden layers in bfloat16
     #: (:func:`diffnorm.models.inference.forward_ocean`)
     precision: str = "32"
+    #: override the model's ``exact_small`` (γ exact on ocean components of at most that many cells; 0: off,
+    #: the network everywhere); None keeps the model's own
+    exact_small: int | None = None
     _dev: object = field(default=None, init=False, repr=False)
     _session: object = field(default=None, init=False, repr=False)
     _geometry_cache: dict = field(default_factory=dict, init=False, repr=False)
@@ -112,6 +115,11 @@ class Predictor:
         warn_if_bf16_emulated(self.precision, self._dev)
         self.model = self.model.to(self._dev).eval()
         self.meta = dict(self.meta)
+        if self.exact_small is not None:
+            from .transforms.targets import check_exact_small
+
+            n = check_exact_small(self.exact_small)
+            self.meta["target_transform"] = {**self.target_transform.to_dict(), "exact_small": n}
         channels = self.channels
         if not channels:
             raise ModelMismatchError(f"{self.name}: its meta data lists no input channels ('channels' or "
@@ -166,9 +174,11 @@ class Predictor:
     # -- meta data ------------------------------------------------------------------------
     @classmethod
     def load(cls, model_ref: str | os.PathLike, device: str | None = "cpu", backend: str = "torch",
-             tta: str | list[str] | None = "model", precision: str = "32") -> Predictor:
+             tta: str | list[str] | None = "model", precision: str = "32",
+             exact_small: int | None = None) -> Predictor:
         model, meta = load_model(model_ref)
-        return cls(model, meta, device=device, name=str(model_ref), backend=backend, tta=tta, precision=precision)
+        return cls(model, meta, device=device, name=str(model_ref), backend=backend, tta=tta, precision=precision,
+                   exact_small=exact_small)
 
     @property
     def tta_transforms(self) -> tuple[str, ...]:

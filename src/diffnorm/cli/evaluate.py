@@ -27,6 +27,10 @@ def _device_arg(p: argparse.ArgumentParser) -> None:
                    help="the network's arithmetic: float32 (default) or bf16 (hidden layers in bfloat16: "
                         "sphere-1deg predicts 1.6-1.9x faster on CPUs with AMX/AVX512-BF16, with about 2 %% larger "
                         "ε_mean; slower elsewhere)")
+    p.add_argument("--exact-small", type=int, default=None, metavar="N",
+                   help="compute γ exactly on ocean components of at most N cells (lakes, isolated cells) instead "
+                        "of by the network; 0: the network everywhere; default: the model's own (sphere-1deg: "
+                        "300, sphere-1deg-fast: 100)")
 
 
 def _with_threads(fn):
@@ -131,7 +135,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     kind = args.model.split(":", 1)[0]
     spec = args.model if kind in ("randomized", "analytic", "exact", "cnn") else f"cnn:{args.model}"
     estimator = parse_method(spec, device=args.device, force=args.force, backend=args.backend, tta=args.tta,
-                             precision=args.precision)[1]
+                             precision=args.precision, exact_small=args.exact_small)[1]
     steps = iter_split(args.dataset, args.split, args.limit)[0]
     ev = evaluate_streaming({"model": estimator}, args.dataset, args.split, args.limit, args.distance,
                             log=(lambda s: print(s, file=sys.stderr)) if args.verbose else None)["model"]
@@ -156,7 +160,7 @@ def _compare(args: argparse.Namespace) -> int:
 
     table = compare_methods(args.methods, args.dataset, args.split, args.limit, device=args.device,
                             force=args.force, log=lambda s: print(s, file=sys.stderr), backend=args.backend,
-                            tta=args.tta, precision=args.precision)
+                            tta=args.tta, precision=args.precision, exact_small=args.exact_small)
     print(compare_markdown(table))
     for out in args.output:
         print(f"wrote {write_table(table, out)}", file=sys.stderr)
@@ -167,7 +171,7 @@ def _predict(args: argparse.Namespace) -> int:
     from ..prediction import Predictor, predict_files
 
     predictor = Predictor.load(args.model, device=args.device, backend=args.backend, tta=args.tta,
-                               precision=args.precision)
+                               precision=args.precision, exact_small=args.exact_small)
     predict_files(predictor, args.grids, args.output, steps=args.steps, batch_size=args.batch_size,
                   force=args.force, log=print)
     return 0

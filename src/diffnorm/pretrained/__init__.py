@@ -84,7 +84,8 @@ def load_model(ref: str | os.PathLike):
 
 
 def predict_gamma(model, meta: dict, grid, steps: int | None = None, force: bool = False,
-                  tta: str | list[str] | None = "model", precision: str = "32") -> np.ndarray:
+                  tta: str | list[str] | None = "model", precision: str = "32",
+                  exact_small: int | None = None) -> np.ndarray:
     """γ ``(ny, nx)`` (NaN on land) of a :class:`~diffnorm.grid.Grid` with a model from :func:`load_model`.
 
     ``tta``: test-time augmentation — ``"model"`` (default: the model's ``meta["tta"]``, none if absent),
@@ -96,17 +97,20 @@ def predict_gamma(model, meta: dict, grid, steps: int | None = None, force: bool
     Raises :class:`diffnorm.prediction.ModelMismatchError` when more than 1 % of the ocean cells have a
     standardized input beyond ±12 (inputs far outside the training data, e.g. wrong units), unless ``force``.
     ``precision="bf16"`` runs the network's hidden layers in bfloat16 (:func:`diffnorm.models.inference.forward_ocean`).
+    ``exact_small`` overrides the model's own (γ exact on ocean components of at most that many cells; 0: off).
     """
     import torch
 
     from ..transforms.augmentation import augment_cell_field, tta_mean, tta_transforms
     from ..transforms.inputs import InputTransform
-    from ..transforms.targets import TargetTransform
+    from ..transforms.targets import TargetTransform, check_exact_small
 
     m = int(steps if steps is not None else meta["steps"])
     it = InputTransform.from_dict(meta["input_transform"])
     tt = TargetTransform.from_dict(meta.get("target_transform") or {
         "kind": meta["target"], "mean": meta.get("target_mean", 0.0), "std": meta.get("target_std", 1.0)})
+    if exact_small is not None:
+        tt.exact_small = check_exact_small(exact_small)
     transforms = tta_transforms(tta, meta.get("tta"))
     prior = None
     if tt.needs_prior or tt.exact_small > 0 or any(c.startswith("analytic") for c in it.channels):
@@ -144,12 +148,23 @@ def predict_gamma(model, meta: dict, grid, steps: int | None = None, force: bool
     return gamma
 
 
-def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, extra_meta: dict | None = None) -> Path:
-    """Write a slim model file (``{"state_dict", "meta"}``, float32 weights) and ``<out>.json`` (the meta)."""
+def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, extra_meta: dict | None = None,
+                      exact_small: int | None = None) -> Path:
+    """Write a slim model file (``{"state_dict", "meta"}``, float32 weights) and ``<out>.json`` (the meta).
+
+    ``extra_meta`` keys replace the checkpoint's whole; ``exact_small`` sets only the target transform's
+    threshold (prediction may compute exact γ on larger components than training left out of the loss).
+    """
     import torch
+
+    from ..transforms.targets import TargetTransform, check_exact_small
 
     model, meta = load_model(checkpoint)
     meta = {**meta, **(extra_meta or {})}
+    if exact_small is not None:
+        tt = TargetTransform.from_dict(meta.get("target_transform") or {
+            "kind": meta["target"], "mean": meta.get("target_mean", 0.0), "std": meta.get("target_std", 1.0)})
+        meta["target_transform"] = {**tt.to_dict(), "exact_small": check_exact_small(exact_small)}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": {k: v.clone() for k, v in model.state_dict().items()}, "meta": meta}, str(out))

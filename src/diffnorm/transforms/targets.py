@@ -148,6 +148,13 @@ def analytic_prior(grid, steps: int, exact_small: int = 0, kind: str = "analytic
     return np.where(grid.mask, g, 1.0)
 
 
+def check_exact_small(value) -> int:
+    """A valid ``exact_small`` (a whole number of cells ≥ 0), or a ValueError that names the problem."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"exact_small must be a whole number of cells >= 0 (0: off), got {value!r}")
+    return int(value)
+
+
 class TargetTransform:
     """``y = (f(γ) − mean) / std`` on ocean cells (0 on land); ``inverse`` gives γ back."""
 

@@ -332,12 +332,23 @@ def test_exact_small_override():
     for gamma in (Predictor(model, meta, exact_small=everything).predict_grid(lake),
                   pretrained.predict_gamma(model, meta, lake, exact_small=everything)):
         np.testing.assert_allclose(gamma[lake.mask], exact[lake.mask], rtol=1e-8)
-    off = Predictor(model, meta, exact_small=0)
+    with pytest.warns(UserWarning, match="below the 4 the model was trained with"):
+        off = Predictor(model, meta, exact_small=0)
     assert off.meta["target_transform"]["exact_small"] == 0 and meta["target_transform"]["exact_small"] == 4
     g0 = off.predict_grid(lake)
     assert abs(g0[2, 2] / exact[2, 2] - 1) > 1e-3  # the network's guess, not the exact value
-    np.testing.assert_allclose(g0[lake.mask], pretrained.predict_gamma(model, meta, lake, exact_small=0)[lake.mask],
-                               rtol=1e-6)
+    with pytest.warns(UserWarning, match="components of 1-4 cells"):
+        g1 = pretrained.predict_gamma(model, meta, lake, exact_small=0)
+    np.testing.assert_allclose(g0[lake.mask], g1[lake.mask], rtol=1e-6)
+    # a shipped model records what it was trained with apart from what it predicts with
+    with pytest.warns(UserWarning, match="below the 6"):
+        Predictor(model, {**meta, "training": {"exact_small": 6}}, exact_small=5)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Predictor(model, meta, exact_small=4)
+        Predictor(model, {**meta, "training": {"exact_small": 6}}, exact_small=100)
     assert Predictor(model, meta).predict_grid(lake)[2, 2] == pytest.approx(exact[2, 2], rel=1e-8)
     for bad in (-1, 2.5, True, "10"):
         with pytest.raises(ValueError, match="exact_small"):

@@ -116,10 +116,12 @@ class Predictor:
         self.model = self.model.to(self._dev).eval()
         self.meta = dict(self.meta)
         if self.exact_small is not None:
-            from .transforms.targets import check_exact_small
+            from .transforms.targets import check_exact_small, warn_if_below_training
 
             n = check_exact_small(self.exact_small)
-            self.meta["target_transform"] = {**self.target_transform.to_dict(), "exact_small": n}
+            own = self.target_transform.to_dict()
+            warn_if_below_training(n, self.meta, own.get("exact_small", 0))
+            self.meta["target_transform"] = {**own, "exact_small": n}
         channels = self.channels
         if not channels:
             raise ModelMismatchError(f"{self.name}: its meta data lists no input channels ('channels' or "

@@ -103,14 +103,16 @@ def predict_gamma(model, meta: dict, grid, steps: int | None = None, force: bool
 
     from ..transforms.augmentation import augment_cell_field, tta_mean, tta_transforms
     from ..transforms.inputs import InputTransform
-    from ..transforms.targets import TargetTransform, check_exact_small
+    from ..transforms.targets import TargetTransform, check_exact_small, warn_if_below_training
 
     m = int(steps if steps is not None else meta["steps"])
     it = InputTransform.from_dict(meta["input_transform"])
     tt = TargetTransform.from_dict(meta.get("target_transform") or {
         "kind": meta["target"], "mean": meta.get("target_mean", 0.0), "std": meta.get("target_std", 1.0)})
     if exact_small is not None:
-        tt.exact_small = check_exact_small(exact_small)
+        n = check_exact_small(exact_small)
+        warn_if_below_training(n, meta, tt.exact_small)
+        tt.exact_small = n
     transforms = tta_transforms(tta, meta.get("tta"))
     prior = None
     if tt.needs_prior or tt.exact_small > 0 or any(c.startswith("analytic") for c in it.channels):

@@ -155,6 +155,17 @@ def check_exact_small(value) -> int:
     return int(value)
 
 
+def warn_if_below_training(exact_small: int, meta: dict, trained_default: int) -> None:
+    """Warn when prediction would hand the network components that training left out of the loss."""
+    trained = (meta.get("training") or {}).get("exact_small", trained_default) if isinstance(meta, dict) else 0
+    if isinstance(trained, (int, np.integer)) and exact_small < trained:
+        import warnings
+
+        warnings.warn(f"exact_small={exact_small} is below the {trained} the model was trained with: ocean components "
+                      f"of {exact_small + 1}-{trained} cells were left out of its loss, so the network's γ there is "
+                      "untrained (errors of tens of per cent)", UserWarning, stacklevel=3)
+
+
 class TargetTransform:
     """``y = (f(γ) − mean) / std`` on ocean cells (0 on land); ``inverse`` gives γ back."""
 

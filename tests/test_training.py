@@ -141,6 +141,7 @@ def test_checkpoint_loads_weights_only_and_predicts(tiny, tmp_path):
     # the prediction threshold of exact γ can be set at export without touching the rest of the meta data
     m3, meta3 = load_model(export_checkpoint(tmp_path / "last.ckpt", tmp_path / "m3.pt", exact_small=300))
     assert meta3["target_transform"] == {**meta2["target_transform"], "exact_small": 300}
+    assert meta3["training"]["exact_small"] == meta2["target_transform"]["exact_small"]  # what training used
     assert json.loads((tmp_path / "m3.json").read_text())["target_transform"]["exact_small"] == 300
     with pytest.raises(ValueError, match="exact_small"):
         export_checkpoint(tmp_path / "last.ckpt", tmp_path / "m4.pt", exact_small=-1)

@@ -166,7 +166,12 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, ext
     if exact_small is not None:
         tt = TargetTransform.from_dict(meta.get("target_transform") or {
             "kind": meta["target"], "mean": meta.get("target_mean", 0.0), "std": meta.get("target_std", 1.0)})
-        meta["target_transform"] = {**tt.to_dict(), "exact_small": check_exact_small(exact_small)}
+        n = check_exact_small(exact_small)
+        if n != tt.exact_small:  # keep what training used: predicting below it warns (warn_if_below_training)
+            training = dict(meta.get("training") or {})
+            training.setdefault("exact_small", tt.exact_small)
+            meta["training"] = training
+        meta["target_transform"] = {**tt.to_dict(), "exact_small": n}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": {k: v.clone() for k, v in model.state_dict().items()}, "meta": meta}, str(out))

@@ -290,6 +290,14 @@ def test_training_inputs_cache_equals_input_transform():
         np.testing.assert_array_equal(p.inputs(grid, 10), it(grid, 10, p._prior(grid, 10)))
 
 
+def _with_isolated_cell(g):
+    """``g`` with land around (2, 2), which stays ocean: a one-cell component at a known place."""
+    mask = g.mask.copy()
+    mask[1:4, 1:4] = False
+    mask[2, 2] = True
+    return type(g)(mask, g.area, g.diff_x, g.diff_y)
+
+
 def test_training_code_exact_small_components():
     """Cells of small ocean components get the exact γ (the training code's ``exact_small``), like predict_gamma."""
     from diffnorm.transforms.targets import TargetTransform
@@ -298,11 +306,7 @@ def test_training_code_exact_small_components():
         pytest.skip("training code without exact_small")
     pretrained = pytest.importorskip("diffnorm.pretrained")
     grids = make_grids(2)
-    g = grids[0]
-    mask = g.mask.copy()
-    mask[1:4, 1:4] = False
-    mask[2, 2] = True  # an isolated ocean cell: its own component
-    lake = type(g)(mask, g.area, g.diff_x, g.diff_y)
+    lake = _with_isolated_cell(grids[0])
     model, meta, manual = _training_bundle(grids, exact_small=4)
     p = Predictor(model, meta)
     gamma = p.predict_grid(lake)
@@ -321,11 +325,7 @@ def test_exact_small_override():
     from diffnorm.normalization import bruteforce_normalization
 
     grids = make_grids(2)
-    g = grids[0]
-    mask = g.mask.copy()
-    mask[1:4, 1:4] = False
-    mask[2, 2] = True  # an isolated ocean cell: its own component
-    lake = type(g)(mask, g.area, g.diff_x, g.diff_y)
+    lake = _with_isolated_cell(grids[0])
     model, meta, _ = _training_bundle(grids, exact_small=4)
     exact = bruteforce_normalization(lake, 10)
     everything = int(lake.mask.sum())

@@ -83,6 +83,14 @@ def load_model(ref: str | os.PathLike):
     return model_from_meta(meta, state), meta
 
 
+def _target_transform(meta: dict):
+    """The meta data's target transform (its full state, or the older flat target, target_mean, target_std)."""
+    from ..transforms.targets import TargetTransform
+
+    return TargetTransform.from_dict(meta.get("target_transform") or {
+        "kind": meta["target"], "mean": meta.get("target_mean", 0.0), "std": meta.get("target_std", 1.0)})
+
+
 def predict_gamma(model, meta: dict, grid, steps: int | None = None, force: bool = False,
                   tta: str | list[str] | None = "model", precision: str = "32",
                   exact_small: int | None = None) -> np.ndarray:
@@ -103,12 +111,11 @@ def predict_gamma(model, meta: dict, grid, steps: int | None = None, force: bool
 
     from ..transforms.augmentation import augment_cell_field, tta_mean, tta_transforms
     from ..transforms.inputs import InputTransform
-    from ..transforms.targets import TargetTransform, check_exact_small, warn_if_below_training
+    from ..transforms.targets import check_exact_small, warn_if_below_training
 
     m = int(steps if steps is not None else meta["steps"])
     it = InputTransform.from_dict(meta["input_transform"])
-    tt = TargetTransform.from_dict(meta.get("target_transform") or {
-        "kind": meta["target"], "mean": meta.get("target_mean", 0.0), "std": meta.get("target_std", 1.0)})
+    tt = _target_transform(meta)
     if exact_small is not None:
         n = check_exact_small(exact_small)
         warn_if_below_training(n, meta, tt.exact_small)
@@ -159,13 +166,12 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, ext
     """
     import torch
 
-    from ..transforms.targets import TargetTransform, check_exact_small
+    from ..transforms.targets import check_exact_small
 
     model, meta = load_model(checkpoint)
     meta = {**meta, **(extra_meta or {})}
     if exact_small is not None:
-        tt = TargetTransform.from_dict(meta.get("target_transform") or {
-            "kind": meta["target"], "mean": meta.get("target_mean", 0.0), "std": meta.get("target_std", 1.0)})
+        tt = _target_transform(meta)
         n = check_exact_small(exact_small)
         if n != tt.exact_small:  # keep what training used: predicting below it warns (warn_if_below_training)
             training = dict(meta.get("training") or {})

@@ -50,3 +50,23 @@ def test_normalize_matches_library_and_errors_leave_no_file(tmp_path, capsys):
     assert not bad.exists() and not list(tmp_path.glob(".bad.nc*"))
     assert main(["normalize", str(tmp_path / "absent.nc"), "--steps", "4", "-o", str(bad)]) == 1
     assert not bad.exists()
+
+
+def test_grid_coast_polar_limit_puts_land_poleward(tmp_path, capsys):
+    """--polar-limit: the seed study's polar continents, so that a global grid fits the shipped 1° model."""
+    out = tmp_path / "globe.nc"
+    base = ["grid", "coast", "--lat", "-90", "90", "--lon", "0", "360", "--res", "10"]
+    assert main(base + ["--polar-limit", "60", "-o", str(out)]) == 0
+    with xr.open_dataset(out) as ds:
+        mask = ds["mask"].values.astype(bool)
+        assert ds.attrs["periodic_x"] == 1 and ds.attrs["polar_limit"] == 60
+    lat = -85 + 10 * np.arange(18)  # cell centres, south to north
+    assert not mask[np.abs(lat) >= 60].any() and mask[np.abs(lat) < 60].any()
+    free = tmp_path / "free.nc"
+    assert main(base + ["-o", str(free)]) == 0
+    with xr.open_dataset(free) as ds:  # without the limit the Arctic Ocean (centre 85° N) stays ocean
+        assert ds["mask"].values.astype(bool)[-1].any() and "polar_limit" not in ds.attrs
+    for bad in ("0", "95"):
+        assert main(base + ["--polar-limit", bad, "-o", str(tmp_path / "bad.nc")]) == 1
+        assert "--polar-limit must be in (0, 90]" in capsys.readouterr().err
+    assert not (tmp_path / "bad.nc").exists()

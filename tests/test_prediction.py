@@ -13,7 +13,7 @@ from diffnorm.generators import generate_grid
 from diffnorm.grid import read_grid
 from diffnorm.io import read_gamma
 from diffnorm.normalization import analytic_normalization
-from diffnorm.prediction import ModelMismatchError, Predictor, load_model, output_paths, save_bundle
+from diffnorm.prediction import ModelMismatchError, Predictor, check_input_range, load_model, output_paths, save_bundle
 from diffnorm.transforms import Standardizer
 from tests.conftest import TinyNet
 
@@ -393,3 +393,25 @@ def test_test_time_augmentation_rejects_what_is_not_a_flip():
         tta_transforms(["identity", "rot90"])
     with pytest.raises(ValueError, match="unknown test-time augmentation"):
         tta_transforms("d4")
+
+
+def test_input_range_error_names_channel_rows_and_valid_range():
+    """Far inputs in a few rows (a polar cap) are told apart from wrong units (every row) by the rows named."""
+    mask = np.ones((20, 10), dtype=bool)
+    mask[:, 0] = False  # land: 180 ocean cells
+    z = np.zeros((2, 20, 10))
+    check_input_range(z, mask, ["a", "b"], "m")  # nothing far: no error
+    z[1, 7, 1] = 50.0  # one far cell (0.6 % of the ocean) is tolerated
+    check_input_range(z, mask, ["a", "b"], "m")
+    z[0, 2:4] = 20.0  # 18 ocean cells
+    z[1, 15, 5:] = -13.0  # 5 more
+    with pytest.raises(ModelMismatchError) as err:
+        check_input_range(z, mask, ["a", "b"], "m", "f.nc", {"coastlines": "polar land beyond 70"})
+    text = str(err.value)
+    assert text.startswith("f.nc: 13.3% of the ocean cells")  # 24 of 180
+    assert "worst channel: a;" in text and "rows 2–3, 7, 15 of 20)" in text
+    assert "m's valid range (polar land beyond 70)" in text and text.endswith("use --force to predict anyway")
+    z[1, 10], z[1, 12, 4:], z[1, 18, 8:] = 30.0, 30.0, 30.0  # 9, 6, 2 cells: six runs in all
+    # the three largest runs are shown, in row order, with their share of the 41 far cells
+    with pytest.raises(ModelMismatchError, match=r"rows 2–3, 10, 12 of 20 \(80% of them\)"):
+        check_input_range(z, mask, ["a", "b"], "m", remedy="pass force=True")

@@ -49,6 +49,44 @@ class ModelMismatchError(ValueError):
     """The grid does not match what the model was trained for; the message says what differs."""
 
 
+def _row_runs(rows: np.ndarray, ny: int, most: int = 3) -> str:
+    """The rows holding ``rows`` (one entry per flagged cell) as runs, largest first: "rows 0–14, 166–179 of 180"."""
+    present = np.unique(rows)
+    breaks = np.nonzero(np.diff(present) > 1)[0]
+    runs = np.split(present, breaks + 1)
+    counts = np.bincount(rows, minlength=ny)
+    runs.sort(key=lambda r: -counts[r].sum())
+    shown = sorted(runs[:most], key=lambda r: r[0])
+    text = ", ".join(f"{r[0]}" if r.size == 1 else f"{r[0]}–{r[-1]}" for r in shown)
+    share = sum(counts[r].sum() for r in shown) / rows.size
+    more = f" ({100 * share:.0f}% of them)" if len(runs) > most else ""
+    return f"rows {text} of {ny}{more}"
+
+
+def check_input_range(z: np.ndarray, mask: np.ndarray, channels: Sequence[str], model: str, where: str = "grid",
+                      valid_range: dict | None = None, remedy: str = "use --force to predict anyway") -> None:
+    """Raise :class:`ModelMismatchError` when more than :data:`Z_FRACTION` of the ocean cells have a standardized
+    input ``z`` (``(C, ny, nx)``) beyond ±:data:`Z_LIMIT`: inputs the network never saw (wrong units, or a grid
+    outside the model's valid range, e.g. polar ocean for a model trained with polar land). The message names the
+    worst channel, the grid rows where those cells lie and the model's valid coastlines/grid, so the user can
+    tell a units problem (everywhere) from a geographic one (a few rows)."""
+    far_by_channel = np.abs(z[:, mask]) > Z_LIMIT
+    far = far_by_channel.any(axis=0)
+    if far.mean() <= Z_FRACTION:
+        return
+    worst = channels[int(np.argmax(far_by_channel.sum(axis=1)))]
+    rows = np.nonzero(mask)[0][far]
+    hint = ""
+    if valid_range:
+        known = [str(valid_range[k]) for k in ("grid", "coastlines") if valid_range.get(k)]
+        if known:
+            hint = f", or whether the grid is in {model}'s valid range ({'; '.join(known)})"
+    raise ModelMismatchError(
+        f"{where}: {100 * far.mean():.1f}% of the ocean cells have inputs more than {Z_LIMIT:g} standard deviations "
+        f"from {model}'s training data (worst channel: {worst}; {_row_runs(rows, mask.shape[0])}); check the units "
+        f"of area/diff_x/diff_y (SPEC §1){hint} — {remedy}")
+
+
 def _training_function(name: str) -> Callable | None:
     for mod in _TRAINING_MODULES:
         try:
@@ -309,15 +347,7 @@ class Predictor:
         return analytic_prior(grid, steps)
 
     def _check_range(self, z: np.ndarray, grid: Grid, names: Sequence[str], where: str) -> None:
-        ocean = z[:, grid.mask]
-        far = np.abs(ocean) > Z_LIMIT
-        frac = far.any(axis=0).mean()
-        if frac > Z_FRACTION:
-            worst = int(np.argmax(far.sum(axis=1)))
-            raise ModelMismatchError(
-                f"{where}: {100 * frac:.1f}% of the ocean cells have inputs more than {Z_LIMIT:g} standard "
-                f"deviations from {self.name}'s training data (worst channel: {names[worst]}); "
-                "check the units of area/diff_x/diff_y (SPEC §1) — use --force to predict anyway")
+        check_input_range(z, grid.mask, names, self.name, where, self.meta.get("valid_range"))
 
     def inputs(self, grid: Grid, steps: int, check_range: bool = True, where: str = "grid",
                prior: np.ndarray | None = None) -> np.ndarray:

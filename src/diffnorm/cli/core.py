@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
+import numpy as np
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     grid = sub.add_parser("grid", help="build grid files")
@@ -17,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     coast.add_argument("--steps", type=int, default=10, help="M the length scales are tuned for")
     coast.add_argument("--min-length", type=float, default=1.5, help="smallest length scale (cells)")
     coast.add_argument("--max-length", type=float, default=4.0, help="largest length scale (cells)")
+    coast.add_argument("--polar-limit", type=float, default=None, metavar="DEG",
+                       help="land on every cell whose centre is poleward of ±DEG, as in the seed study's sphere and "
+                            "sphere-1deg's training grids (65-75)")
     coast.add_argument("-o", "--output", required=True)
     coast.set_defaults(func=_grid_coast)
 
@@ -47,10 +52,18 @@ def _grid_coast(args: argparse.Namespace) -> int:
 
     steps = check_steps(args.steps)
     geo, ocean = coast_geometry(tuple(args.lat), tuple(args.lon), args.res)
+    if args.polar_limit is not None:
+        if not 0 < args.polar_limit <= 90:
+            raise ValueError(f"--polar-limit must be in (0, 90] degrees, got {args.polar_limit:g}")
+        ocean &= (np.abs(geo.lat) < args.polar_limit)[:, None]
+        if not ocean.any():
+            raise ValueError(f"no ocean cell equatorward of ±{args.polar_limit:g}° in this box")
     length = length_scale_field(geo.shape, args.seed, args.min_length, args.max_length, periodic_x=geo.periodic_x)
     kdt = kappa_dt_from_length_scale(length, geo.dx(), geo.dy(), steps)
     attrs = {"family": "coast", "seed": args.seed, "length_min_cells": args.min_length,
              "length_max_cells": args.max_length, "steps_tuned": steps}
+    if args.polar_limit is not None:
+        attrs["polar_limit"] = args.polar_limit
     grid = grid_from_kappa(geo, ocean, kdt, attrs=attrs)
     grid.to_netcdf(args.output)
     print(f"wrote {args.output}: {grid.shape[0]}x{grid.shape[1]} cells, {grid.n_ocean} ocean")

@@ -128,15 +128,10 @@ def predict_gamma(model, meta: dict, grid, steps: int | None = None, force: bool
     x = it.flipped(raw, valid, transforms)  # the network's input for each flipped grid
     z = x[list(transforms).index("identity")] if "identity" in transforms else it.apply(raw, valid)
     if not force:
-        from ..prediction import Z_FRACTION, Z_LIMIT, ModelMismatchError
+        from ..prediction import check_input_range
 
-        far = (np.abs(z) > Z_LIMIT)[:, grid.mask]
-        if far.any(axis=0).mean() > Z_FRACTION:
-            worst = it.channels[int(np.argmax(far.sum(axis=1)))]
-            raise ModelMismatchError(f"{100 * far.any(axis=0).mean():.1f}% of the ocean cells have inputs more than "
-                                     f"{Z_LIMIT:g} standard deviations from the model's training data (worst "
-                                     f"channel: {worst}); check the units of area/diff_x/diff_y (SPEC §1), or "
-                                     "force=True")
+        check_input_range(z, grid.mask, it.channels, meta.get("name", "the model"), "grid", meta.get("valid_range"),
+                          remedy="pass force=True to predict anyway")
     masks = [augment_cell_field(grid.mask, t) for t in transforms]
     x = torch.from_numpy(x)
     try:

@@ -37,13 +37,13 @@ def field_row(eps: np.ndarray, spread: np.ndarray, share: float, worst: int) -> 
     worst_cells = np.argsort(eps)[::-1][:worst]
     large = eps > 0.01
     return {"eps_max": eps.max(),
-            # cells the model computes exactly (small components) have s = 0 and ε ≈ 0: left out
+            # cells the model computes exactly (small components) have s = 0 and ε ≈ 0: left out of both
             "corr_log": np.corrcoef(np.log(eps[spread > 0] + 1e-12), np.log(spread[spread > 0]))[0, 1],
             "worst_in_top": int(uncertain[worst_cells].sum()),
             "large": int(large.sum()),
             "large_in_top": int((large & uncertain).sum()),
             "max_outside_top": eps[~uncertain].max(),
-            "above_3s": float(np.mean(eps > 3 * spread))}
+            "above_3s": float(np.mean(eps[spread > 0] > 3 * spread[spread > 0]))}
 
 
 def main() -> None:

@@ -50,7 +50,8 @@ class ModelMismatchError(ValueError):
 
 
 def _row_runs(rows: np.ndarray, ny: int, most: int = 3) -> str:
-    """The rows holding ``rows`` (one entry per flagged cell) as runs, largest first: "rows 0–14, 166–179 of 180"."""
+    """The runs of consecutive rows holding most of ``rows`` (one entry per flagged cell; at most ``most`` runs, in
+    row order, with their share when some are left out): "rows 0–14, 166–179 of 180"."""
     present = np.unique(rows)
     breaks = np.nonzero(np.diff(present) > 1)[0]
     runs = np.split(present, breaks + 1)

@@ -155,11 +155,10 @@ class Predictor:
         self.model = self.model.to(self._dev).eval()
         self.meta = dict(self.meta)
         if self.exact_small is not None:
-            from .transforms.targets import check_exact_small, warn_if_below_training
+            from .transforms.targets import exact_small_override
 
-            n = check_exact_small(self.exact_small)
             own = self.target_transform.to_dict()
-            warn_if_below_training(n, self.meta, own.get("exact_small", 0))
+            n = exact_small_override(self.exact_small, self.meta, own.get("exact_small", 0))
             self.meta["target_transform"] = {**own, "exact_small": n}
         channels = self.channels
         if not channels:

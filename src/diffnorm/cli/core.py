@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     grid = sub.add_parser("grid", help="build grid files")
@@ -46,6 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _grid_coast(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from ..families import coast_geometry, grid_from_kappa
     from ..generators import kappa_dt_from_length_scale, length_scale_field
     from ..operator import check_steps

@@ -111,15 +111,13 @@ def predict_gamma(model, meta: dict, grid, steps: int | None = None, force: bool
 
     from ..transforms.augmentation import augment_cell_field, tta_mean, tta_transforms
     from ..transforms.inputs import InputTransform
-    from ..transforms.targets import check_exact_small, warn_if_below_training
+    from ..transforms.targets import exact_small_override
 
     m = int(steps if steps is not None else meta["steps"])
     it = InputTransform.from_dict(meta["input_transform"])
     tt = _target_transform(meta)
     if exact_small is not None:
-        n = check_exact_small(exact_small)
-        warn_if_below_training(n, meta, tt.exact_small)
-        tt.exact_small = n
+        tt.exact_small = exact_small_override(exact_small, meta, tt.exact_small)
     transforms = tta_transforms(tta, meta.get("tta"))
     prior = None
     if tt.needs_prior or tt.exact_small > 0 or any(c.startswith("analytic") for c in it.channels):
@@ -168,7 +166,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, ext
     if exact_small is not None:
         tt = _target_transform(meta)
         n = check_exact_small(exact_small)
-        if n != tt.exact_small:  # keep what training used: predicting below it warns (warn_if_below_training)
+        if n != tt.exact_small:  # keep what training used: predicting below it warns (exact_small_override)
             training = dict(meta.get("training") or {})
             training.setdefault("exact_small", tt.exact_small)
             meta["training"] = training

@@ -155,15 +155,19 @@ def check_exact_small(value) -> int:
     return int(value)
 
 
-def warn_if_below_training(exact_small: int, meta: dict, trained_default: int) -> None:
-    """Warn when prediction would hand the network components that training left out of the loss."""
-    trained = (meta.get("training") or {}).get("exact_small", trained_default) if isinstance(meta, dict) else 0
+def exact_small_override(value, meta: dict, trained_default: int) -> int:
+    """A prediction-time ``exact_small`` (validated by :func:`check_exact_small`); warns when it is below the
+    threshold the model was trained with (``meta["training"]["exact_small"]``, else ``trained_default``), because
+    that hands the network components training left out of the loss."""
+    exact_small = check_exact_small(value)
+    trained = (meta.get("training") or {}).get("exact_small", trained_default)
     if isinstance(trained, (int, np.integer)) and exact_small < trained:
         import warnings
 
         warnings.warn(f"exact_small={exact_small} is below the {trained} the model was trained with: ocean components "
                       f"of {exact_small + 1}-{trained} cells were left out of its loss, so the network's γ there is "
                       "untrained (errors of tens of per cent)", UserWarning, stacklevel=3)
+    return exact_small
 
 
 class TargetTransform:

@@ -1,7 +1,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup test lint bench bench-normalization bench-generation bench-inference bench-cnn bench-robustness
+.PHONY: setup test lint bench bench-normalization bench-generation bench-inference bench-cnn bench-robustness plot-stages
 
 setup:
 	python3 -m venv $(VENV)
@@ -48,3 +48,8 @@ bench-robustness:
 	    --tta flips -o benchmarks/results/cnn_robustness.md
 	$(PY) benchmarks/bench_cnn_sphere.py --model sphere-1deg-fast --randomized-fields 0 --test-dirs $(ROBUSTNESS_SETS) \
 	    --tta flips -o benchmarks/results/cnn_robustness_fast.md
+
+# sphere-1deg's test error stage by stage (its meta data + the measured metrics CSV) -> docs/img/sphere_1deg_stages.png
+plot-stages:
+	$(PY) benchmarks/plot_stage_history.py --model sphere-1deg \
+	    --metrics benchmarks/results/best-cpu/stages-test-metrics.csv -o docs/img/sphere_1deg_stages.png

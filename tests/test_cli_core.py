@@ -70,3 +70,17 @@ def test_grid_coast_polar_limit_puts_land_poleward(tmp_path, capsys):
         assert main(base + ["--polar-limit", bad, "-o", str(tmp_path / "bad.nc")]) == 1
         assert "--polar-limit must be in (0, 90]" in capsys.readouterr().err
     assert not (tmp_path / "bad.nc").exists()
+
+
+def test_top_level_help_examples_parse():
+    """Every command in ``diffnorm --help``'s "typical use" parses: the examples stay in step with the options."""
+    import shlex
+
+    from diffnorm.cli import EPILOG, build_parser
+
+    commands = [line.strip() for line in EPILOG.splitlines() if line.strip().startswith("diffnorm ")]
+    assert len(commands) == 4
+    parser = build_parser()
+    for line in commands:
+        args, extra = parser.parse_known_args(shlex.split(line)[1:])
+        assert callable(args.func) and not extra, line

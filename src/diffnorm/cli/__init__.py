@@ -11,11 +11,23 @@ import argparse
 import importlib
 import sys
 
+DESCRIPTION = """Normalization coefficients γ of diffusion-based covariance operators on 2-D grids with coasts:
+exact, randomized, analytic, or in milliseconds by a trained CNN."""
+EPILOG = """typical use (each command's options: diffnorm COMMAND --help):
+  # a SPEC §4 grid file: the globe at 1° with real coastlines, land beyond 70°, a random diffusivity
+  diffnorm grid coast --lat -90 90 --lon 0 360 --res 1 --polar-limit 70 -o globe.nc
+  # exact γ for M = 10 implicit steps, then the shipped CNN's (global 1° grids, M = 10)
+  diffnorm normalize globe.nc --steps 10 --method exact -o gamma.nc
+  diffnorm predict sphere-1deg globe.nc -o gamma_cnn.nc
+  # SPEC §3 errors of one against the other
+  diffnorm metrics gamma_cnn.nc gamma.nc"""
+
 COMMAND_MODULES = ("core", "dataset", "evaluate", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="diffnorm", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="diffnorm", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:

@@ -15,8 +15,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     coast.add_argument("--res", type=float, required=True, help="resolution in degrees")
     coast.add_argument("--seed", type=int, default=0)
     coast.add_argument("--steps", type=int, default=10, help="M the length scales are tuned for")
-    coast.add_argument("--min-length", type=float, default=1.5, help="smallest length scale, cells (default %(default)s)")
-    coast.add_argument("--max-length", type=float, default=4.0, help="largest length scale, cells (default %(default)s)")
+    coast.add_argument("--min-length", type=float, default=1.5,
+                       help="smallest length scale, cells (default %(default)s)")
+    coast.add_argument("--max-length", type=float, default=4.0,
+                       help="largest length scale, cells (default %(default)s)")
     coast.add_argument("--polar-limit", type=float, default=None, metavar="DEG",
                        help="land on every cell whose centre is poleward of ±DEG, as in the seed study's sphere and "
                             "sphere-1deg's training grids (65-75)")

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from diffnorm.plots import _plt, _save  # the headless backend and save of the project's own figures
 from diffnorm.pretrained import load_model
 
 # reference lines: (label, ε_max, ε_mean); randomized on 12 of the test fields, the study on its own test set
@@ -54,17 +55,12 @@ def stage_table(stages: list[dict], metrics: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     table["total_steps"] = table["steps"].cumsum()
     table["total_minutes"] = table["cpu_minutes"].cumsum()
-    return table.merge(metrics.drop(columns=[c for c in ("source",) if c in metrics]), on="stage")
+    return table.merge(metrics.drop(columns="source", errors="ignore"), on="stage")
 
 
 def plot_stages(table: pd.DataFrame, path: str | Path, title: str) -> Path:
     """ε_max and ε_mean against cumulative CPU minutes, the reference lines, and each change of network or data."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
+    fig, axes = _plt().subplots(1, 2, figsize=(11, 4.2), sharex=True)
     x = table["total_minutes"].to_numpy()
     for ax, col, k in ((axes[0], "eps_max", 1), (axes[1], "eps_mean", 2)):
         ax.plot(x, table[col], "o-", color="C0", ms=4, label="sphere-1deg (test, TTA)")
@@ -85,11 +81,7 @@ def plot_stages(table: pd.DataFrame, path: str | Path, title: str) -> Path:
     axes[0].legend(fontsize=8, loc="lower left")
     fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def markdown(table: pd.DataFrame) -> str:

@@ -1,7 +1,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup test lint bench bench-normalization bench-generation bench-inference bench-cnn bench-robustness plot-stages
+.PHONY: setup test lint bench bench-normalization bench-generation bench-inference bench-cnn bench-robustness bench-latitude plot-stages
 
 setup:
 	python3 -m venv $(VENV)
@@ -48,6 +48,15 @@ bench-robustness:
 	    --tta flips -o benchmarks/results/cnn_robustness.md
 	$(PY) benchmarks/bench_cnn_sphere.py --model sphere-1deg-fast --randomized-fields 0 --test-dirs $(ROBUSTNESS_SETS) \
 	    --tta flips -o benchmarks/results/cnn_robustness_fast.md
+
+# sphere-1deg's error by band of |latitude| on test sets with polar land beyond 70° to 80° (needs the test and
+# robustness sets of the README's "Benchmark data" section under data/)
+LATITUDE_SETS = data/te-sphere-iso data/te-sphere-aniso data/ho-iso-s8 data/ood-coast-iso data/ho-polar80-iso
+bench-latitude:
+	$(PY) benchmarks/cnn_error_by_latitude.py --model sphere-1deg --test-dirs $(LATITUDE_SETS) --fields 4 \
+	    -o benchmarks/results/cnn_latitude.md
+	$(PY) benchmarks/cnn_error_by_latitude.py --model sphere-1deg --test-dirs data/ho-polar90-iso --fields 2 --force \
+	    --bands 0 60 70 75 80 85 90 -o benchmarks/results/cnn_latitude_polar90.md
 
 # sphere-1deg's test error stage by stage (its meta data + the measured metrics CSV) -> docs/img/sphere_1deg_stages.png
 plot-stages:

@@ -517,7 +517,8 @@ def test_widening_overlay_config(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("overlay, smaller, dirs", [("fields712.yaml", [], 46),
                                                     ("fields1262.yaml", ["fields712.yaml"], 55),
-                                                    ("fields1762.yaml", ["fields1262.yaml"], 63)])
+                                                    ("fields1762.yaml", ["fields1262.yaml"], 63),
+                                                    ("fields1502.yaml", ["fields1262.yaml"], 61)])
 def test_fields_overlay_config(overlay, smaller, dirs, tmp_path, monkeypatch):
     """configs/fields*.yaml over best.yaml: the smaller set's training dirs first, in order, then the newer ones; no
     duplicate, none of them a test or robustness set, and the README says how to generate each one."""

@@ -63,9 +63,9 @@ def polar_limit(manifest: dict) -> str:
 
 
 def main() -> None:
-    from diffnorm.datasets import NormalizationDataset
+    from diffnorm.evaluation import iter_split
+    from diffnorm.generation import load_manifest
     from diffnorm.pretrained import load_model, predict_gamma
-    from diffnorm.transforms.inputs import grid_from_fields
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="sphere-1deg")
@@ -86,21 +86,15 @@ def main() -> None:
              "| test set | polar limit | " + " | ".join(band_labels(args.bands)) + " |",
              "|---|---|" + "---|" * (len(args.bands) - 1)]
     for d in args.test_dirs:
-        ds = NormalizationDataset(d, args.split)
+        steps, n, fields = iter_split(d, args.split, args.fields)
         lats, errs = [], []
-        for k in range(min(args.fields, len(ds))):
-            item = ds[k]
-            grid = grid_from_fields(item)
+        for grid, reference, _ in fields:
             ocean = grid.mask
-            gamma = predict_gamma(model, meta, grid, int(item["steps"]), tta=args.tta,
-                                  force=args.force)
-            errs.append(np.abs(gamma[ocean] ** 2 / item["gamma"][ocean] ** 2 - 1.0))
-            lats.append(np.abs(np.asarray(item["lat"])[ocean]))
-        if not errs:
-            raise SystemExit(f"{d}: no {args.split} field")
-        abs_lat, eps = np.concatenate(lats), np.concatenate(errs)
-        lines.append(format_row(f"{Path(d).name} ({len(errs)})", polar_limit(ds.manifest),
-                                band_errors(abs_lat, eps, args.bands)))
+            gamma = predict_gamma(model, meta, grid, steps, tta=args.tta, force=args.force)
+            errs.append(np.abs(gamma[ocean] ** 2 / reference[ocean] ** 2 - 1.0))
+            lats.append(np.abs(np.asarray(grid.lat)[ocean]))
+        per_band = band_errors(np.concatenate(lats), np.concatenate(errs), args.bands)
+        lines.append(format_row(f"{Path(d).name} ({n})", polar_limit(load_manifest(d)), per_band))
         print(lines[-1], flush=True)
     text = "\n".join(lines) + "\n"
     print(text)

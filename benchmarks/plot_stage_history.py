@@ -104,7 +104,8 @@ def main() -> None:
     gain = np.log(table["eps_max"].iloc[-2] / table["eps_max"].iloc[-1]) / table["cpu_minutes"].iloc[-1] * 60
     plot_stages(table, args.output, f"{args.model}: test error by stage ({int(table['total_steps'].iloc[-1])} steps)")
     print(markdown(table))
-    print(f"\nlast stage: ε_max {100 * gain:.1f} % lower per CPU hour; wrote {args.output}")
+    print(f"\nlast stage: ε_max {100 * abs(gain):.1f} % {'lower' if gain >= 0 else 'higher'} per CPU hour; "
+          f"wrote {args.output}")
 
 
 if __name__ == "__main__":

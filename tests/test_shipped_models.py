@@ -49,4 +49,4 @@ def test_shipped_model_refuses_polar_ocean_and_names_the_rows(tmp_path, capsys):
     assert "standard deviations from sphere-1deg's training data" in err and "of 180" in err
     rows = [int(r) for r in err.split("; rows ")[1].split(" of 180")[0].replace("–", ",").split(",")]
     assert min(rows) >= 160, err  # only rows near the North Pole: a geographic problem, not the units
-    assert "polar land beyond 65-75 degrees" in err and not out.exists()
+    assert "polar land beyond 65-75 and 78-80 degrees" in err and not out.exists()

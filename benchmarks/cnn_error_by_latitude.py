@@ -65,6 +65,7 @@ def polar_limit(manifest: dict) -> str:
 def main() -> None:
     from diffnorm.evaluation import iter_split
     from diffnorm.generation import load_manifest
+    from diffnorm.metrics import relative_error
     from diffnorm.pretrained import load_model, predict_gamma
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -89,10 +90,9 @@ def main() -> None:
         steps, n, fields = iter_split(d, args.split, args.fields)
         lats, errs = [], []
         for grid, reference, _ in fields:
-            ocean = grid.mask
             gamma = predict_gamma(model, meta, grid, steps, tta=args.tta, force=args.force)
-            errs.append(np.abs(gamma[ocean] ** 2 / reference[ocean] ** 2 - 1.0))
-            lats.append(np.abs(np.asarray(grid.lat)[ocean]))
+            errs.append(np.abs(relative_error(gamma, reference, grid.mask)))
+            lats.append(np.abs(np.asarray(grid.lat)[grid.mask]))
         per_band = band_errors(np.concatenate(lats), np.concatenate(errs), args.bands)
         lines.append(format_row(f"{Path(d).name} ({n})", polar_limit(load_manifest(d)), per_band))
         print(lines[-1], flush=True)

@@ -20,6 +20,7 @@ import numpy as np
 
 from diffnorm.datasets import NormalizationDataset
 from diffnorm.features import COAST_CLASSES, coast_classes, grid_signed_distance
+from diffnorm.metrics import relative_error
 from diffnorm.pretrained import load_model, predict_gamma
 from diffnorm.transforms.inputs import grid_from_fields
 from diffnorm.transforms.targets import TargetTransform
@@ -79,7 +80,7 @@ def main() -> None:
             estimates = {"cnn": predict_gamma(model, meta, grid, int(item["steps"])),
                          "images prior": tt.prior(grid, int(item["steps"]))}
             for name, gamma in estimates.items():
-                eps = np.abs(gamma[ocean] ** 2 / item["gamma"][ocean] ** 2 - 1.0)
+                eps = np.abs(relative_error(gamma, item["gamma"], ocean))
                 cells = []
                 for a, b in BINS:
                     sel = (dist >= a) & (dist <= b)

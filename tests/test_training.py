@@ -589,3 +589,29 @@ def test_precision_fallback_only_on_the_cpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     assert _runs_on_cpu("auto") and _runs_on_cpu(None)
+
+
+def test_field_draw_overlay_configs(tmp_path, monkeypatch):
+    """configs/fields-draw2.yaml and fields-draw3.yaml: new draws of fields1502.yaml's training sets (same
+    generators, other seeds) under data/draw2/ and data/draw3/; the third lists the second's first, and the README
+    has the one-liner that generates each draw."""
+    from diffnorm.trainers.cli import cli_main
+
+    monkeypatch.chdir(tmp_path)
+    root = Path(__file__).parents[1]
+    configs = root / "configs"
+
+    def dirs(*overlays: str) -> list[str]:
+        over = [arg for name in overlays for arg in ("--config", str(configs / name))]
+        cli = cli_main(["--config", str(configs / "best.yaml"), *over, "--trainer.accelerator", "cpu"], run=False)
+        return list(cli.datamodule.data_dirs)
+
+    first = dirs("fields1502.yaml")
+    draw2 = dirs("fields-draw2.yaml")
+    draw3 = dirs("fields-draw3.yaml")
+    assert draw2 == [d.replace("data/", "data/draw2/", 1) for d in first if "/tr9-" not in d]
+    assert draw3 == draw2 + [d.replace("data/draw2/", "data/draw3/", 1) for d in draw2]
+    assert len(set(draw3)) == len(draw3) == 122
+    readme = (root / "README.md").read_text()
+    for offset, folder in (("1000", "draw2"), ("2000", "draw3")):
+        assert f"--seed $((\\1 + {offset}))/' -e 's#-o data/tr#-o data/{folder}/tr#'" in readme, folder

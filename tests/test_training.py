@@ -592,9 +592,9 @@ def test_precision_fallback_only_on_the_cpu(monkeypatch):
 
 
 def test_field_draw_overlay_configs(tmp_path, monkeypatch):
-    """configs/fields-draw2.yaml and fields-draw3.yaml: new draws of fields1502.yaml's training sets (same
-    generators, other seeds) under data/draw2/ and data/draw3/; the third lists the second's first, and the README
-    has the one-liner that generates each draw."""
+    """configs/fields-draw2.yaml, fields-draw3.yaml and fields-draw4.yaml: new draws of fields1502.yaml's training
+    sets (same generators, other seeds) under data/draw2/, data/draw3/ and data/draw4/; the third lists the second's
+    first, the fourth the third's, and the README has the one-liner that generates each draw."""
     from diffnorm.trainers.cli import cli_main
 
     monkeypatch.chdir(tmp_path)
@@ -612,6 +612,10 @@ def test_field_draw_overlay_configs(tmp_path, monkeypatch):
     assert draw2 == [d.replace("data/", "data/draw2/", 1) for d in first if "/tr9-" not in d]
     assert draw3 == draw2 + [d.replace("data/draw2/", "data/draw3/", 1) for d in draw2]
     assert len(set(draw3)) == len(draw3) == 122
+    third = [d for d in draw3 if d.startswith("data/draw3/")]
+    draw4 = dirs("fields-draw4.yaml")
+    assert draw4 == third + [d.replace("data/draw3/", "data/draw4/", 1) for d in third]
+    assert len(set(draw4)) == len(draw4) == 122
     readme = (root / "README.md").read_text()
-    for offset, folder in (("1000", "draw2"), ("2000", "draw3")):
+    for offset, folder in (("1000", "draw2"), ("2000", "draw3"), ("3000", "draw4")):
         assert f"--seed $((\\1 + {offset}))/' -e 's#-o data/tr#-o data/{folder}/tr#'" in readme, folder

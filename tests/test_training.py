@@ -608,14 +608,14 @@ def test_field_draw_overlay_configs(tmp_path, monkeypatch):
 
     first = dirs("fields1502.yaml")
     draw2 = dirs("fields-draw2.yaml")
-    draw3 = dirs("fields-draw3.yaml")
     assert draw2 == [d.replace("data/", "data/draw2/", 1) for d in first if "/tr9-" not in d]
-    assert draw3 == draw2 + [d.replace("data/draw2/", "data/draw3/", 1) for d in draw2]
-    assert len(set(draw3)) == len(draw3) == 122
-    third = [d for d in draw3 if d.startswith("data/draw3/")]
-    draw4 = dirs("fields-draw4.yaml")
-    assert draw4 == third + [d.replace("data/draw3/", "data/draw4/", 1) for d in third]
-    assert len(set(draw4)) == len(draw4) == 122
+    previous = draw2
+    for n in (3, 4):  # each later draw lists the one before's own sets, then its own
+        latest = [d for d in previous if d.startswith(f"data/draw{n - 1}/")]
+        draw = dirs(f"fields-draw{n}.yaml")
+        assert draw == latest + [d.replace(f"data/draw{n - 1}/", f"data/draw{n}/", 1) for d in latest]
+        assert len(set(draw)) == len(draw) == 122
+        previous = draw
     readme = (root / "README.md").read_text()
     for offset, folder in (("1000", "draw2"), ("2000", "draw3"), ("3000", "draw4")):
         assert f"--seed $((\\1 + {offset}))/' -e 's#-o data/tr#-o data/{folder}/tr#'" in readme, folder

@@ -18,13 +18,13 @@ diff_y, M): a field whose inputs changed is recomputed.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import time
 from pathlib import Path
 
 import numpy as np
+from _cli import model_parser  # benchmarks/_cli.py: the options these scripts share
 
 from diffnorm.datasets import NormalizationDataset
 from diffnorm.metrics import aggregate_metrics, sample_metrics
@@ -54,10 +54,7 @@ def save_cache(cache: Path, samples: int, known: dict) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="sphere-1deg")
-    ap.add_argument("--test-dirs", nargs="+", required=True)
-    ap.add_argument("--split", default="test")
+    ap = model_parser(__doc__)
     ap.add_argument("--randomized-fields", type=int, default=5)
     ap.add_argument("--randomized-from", nargs="+", help="data sets whose first fields get the randomized method "
                     "(default: the first test directory); results are cached in OUTPUT.randomized.json")

@@ -13,10 +13,10 @@ corrects) is shown beside it.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
+from _cli import model_parser  # benchmarks/_cli.py: the options these scripts share
 
 from diffnorm.datasets import NormalizationDataset
 from diffnorm.features import COAST_CLASSES, coast_classes, grid_signed_distance
@@ -50,11 +50,7 @@ def geometry_table(classes: list, errors: dict[str, list], worst_cells: list, wo
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="sphere-1deg")
-    ap.add_argument("--test-dirs", nargs="+", required=True)
-    ap.add_argument("--split", default="test")
-    ap.add_argument("--fields", type=int, default=3, help="fields per test directory")
+    ap = model_parser(__doc__, fields=3)
     ap.add_argument("--worst", type=int, default=200, help="count of each field's worst cells to locate")
     ap.add_argument("-o", "--output", default="benchmarks/results/cnn_coast_distance.md")
     args = ap.parse_args()

@@ -15,11 +15,11 @@ unless ``--tta none``.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from _cli import model_parser  # benchmarks/_cli.py: the options these scripts share
 
 DEFAULT_BANDS = (0.0, 60.0, 70.0, 75.0, 80.0, 90.0)
 
@@ -68,11 +68,7 @@ def main() -> None:
     from diffnorm.metrics import relative_error
     from diffnorm.pretrained import load_model, predict_gamma
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="sphere-1deg")
-    ap.add_argument("--test-dirs", nargs="+", required=True)
-    ap.add_argument("--split", default="test")
-    ap.add_argument("--fields", type=int, default=4, help="fields per test directory (pooled in its row)")
+    ap = model_parser(__doc__, fields=4, fields_help="fields per test directory (pooled in its row)")
     ap.add_argument("--bands", type=float, nargs="+", default=list(DEFAULT_BANDS),
                     help="edges of the |latitude| bands, degrees")
     ap.add_argument("--tta", default="model", help="model (its own), none or flips")

@@ -12,9 +12,8 @@ worst cells and of its cells with |ε| > 0.01 are among the most uncertain ones,
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
+from _cli import model_parser  # benchmarks/_cli.py: the options these scripts share
 
 from diffnorm.datasets import NormalizationDataset
 from diffnorm.evaluation import item_grid
@@ -47,11 +46,7 @@ def field_row(eps: np.ndarray, spread: np.ndarray, share: float, worst: int) -> 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="sphere-1deg")
-    ap.add_argument("--test-dirs", nargs="+", required=True)
-    ap.add_argument("--split", default="test")
-    ap.add_argument("--fields", type=int, default=2, help="fields per data set")
+    ap = model_parser(__doc__, fields=2, fields_help="fields per data set")
     ap.add_argument("--share", type=float, default=0.02, help="share of ocean cells counted as most uncertain")
     ap.add_argument("--worst", type=int, default=50)
     args = ap.parse_args()

@@ -175,14 +175,19 @@ def test_bf16_precision_predicts_close_to_float32_and_refuses_onnx(setup, tmp_pa
         Predictor.load(d / "tiny.pt", precision="fp8")
 
 
+def _with_cell_flipped(grid, j: int, i: int):
+    """The same grid with cell (j, i) turned from ocean to land or back: a new geometry for the caches."""
+    mask = grid.mask.copy()
+    mask[j, i] = ~mask[j, i]
+    return type(grid)(mask, grid.area, grid.diff_x, grid.diff_y, grid.periodic_x, grid.periodic_y)
+
+
 def test_geometry_cache_follows_the_mask():
     grids = make_grids(1)
     model, meta = make_bundle(grids)
     p = Predictor(model, meta)
     g = grids[0]
-    mask2 = g.mask.copy()
-    mask2[5, 5] = ~mask2[5, 5]
-    g2 = type(g)(mask2, g.area, g.diff_x, g.diff_y, g.periodic_x, g.periodic_y)
+    g2 = _with_cell_flipped(g, 5, 5)
     for grid in (g, g2, g):
         fresh = Predictor(model, meta).inputs(grid, 10)
         np.testing.assert_array_equal(p.inputs(grid, 10), fresh)
@@ -283,9 +288,7 @@ def test_training_inputs_cache_equals_input_transform():
     it = InputTransform.from_dict(meta["input_transform"])
     p = Predictor(model, meta)
     g = grids[0]
-    mask2 = g.mask.copy()
-    mask2[4, 7] = ~mask2[4, 7]
-    g2 = type(g)(mask2, g.area, g.diff_x, g.diff_y, g.periodic_x, g.periodic_y)
+    g2 = _with_cell_flipped(g, 4, 7)
     for grid in (g, g2, g):
         np.testing.assert_array_equal(p.inputs(grid, 10), it(grid, 10, p._prior(grid, 10)))
 

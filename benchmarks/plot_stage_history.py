@@ -34,6 +34,9 @@ def change_of(stage: dict, before: dict | None) -> str:
         now, then = stage.get(key), before.get(key)
         if now is not None and now != then:
             words.append(f"{now} {name}")
+    draw = stage.get("fields_draw")
+    if draw and draw != before.get("fields_draw") and stage.get("training_fields") == before.get("training_fields"):
+        words.append(f"{stage['training_fields']} fields, a new draw")  # as many fields as before, but new ones
     if stage.get("patch_size") and stage.get("patch_size") != before.get("patch_size"):
         words.append("full-height patches")
     if stage.get("wrap_patches") and not before.get("wrap_patches"):

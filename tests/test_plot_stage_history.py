@@ -28,6 +28,13 @@ def test_stage_table_accumulates_and_names_changes():
     assert t["eps_max"].tolist() == [0.1, 0.05, 0.04, 0.03] and "source" not in t
 
 
+def test_stage_table_names_a_new_draw_of_as_many_fields():
+    stages = [{**STAGES[3], "fields_draw": "draw 4"}, {**STAGES[3], "fields_draw": "draw 5"},
+              {**STAGES[3], "fields_draw": "draw 5"}]
+    t = history.stage_table(stages, metrics((1, 2, 3)))
+    assert t["change"].tolist() == ["from scratch", "300 fields, a new draw", "new patches"]
+
+
 def test_stage_table_refuses_metrics_of_another_model():
     with pytest.raises(ValueError, match=r"missing stages \[4\], unknown stages \[7\]"):
         history.stage_table(STAGES, metrics((1, 2, 3, 7)))

@@ -8,7 +8,7 @@ import argparse
 def model_parser(doc: str | None, *, fields: int | None = None,
                  fields_help: str = "fields per test directory") -> argparse.ArgumentParser:
     """A parser with ``--model``, ``--test-dirs``, ``--split`` (and ``--fields`` when given a default)."""
-    ap = argparse.ArgumentParser(description=(doc or "").splitlines()[0] if doc else None)
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else None)
     ap.add_argument("--model", default="sphere-1deg", help="a shipped model's name or a .pt/.ckpt path")
     ap.add_argument("--test-dirs", nargs="+", required=True, help="data set folders to evaluate on")
     ap.add_argument("--split", default="test", help="which split of each data set")

@@ -617,6 +617,6 @@ def test_field_draw_overlay_configs(tmp_path, monkeypatch):
         assert len(set(draw)) == len(draw) == 122
         previous = draw
     readme = (root / "README.md").read_text()
-    for offset, folder in (("1000", "draw2"), ("2000", "draw3"), ("3000", "draw4"), ("4000", "draw5"),
-                           ("5000", "draw6")):
+    for n in range(2, 7):  # draw n: every seed + 1000 (n - 1)
+        offset, folder = 1000 * (n - 1), f"draw{n}"
         assert f"--seed $((\\1 + {offset}))/' -e 's#-o data/tr#-o data/{folder}/tr#'" in readme, folder

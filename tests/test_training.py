@@ -592,8 +592,8 @@ def test_precision_fallback_only_on_the_cpu(monkeypatch):
 
 
 def test_field_draw_overlay_configs(tmp_path, monkeypatch):
-    """configs/fields-draw2.yaml to fields-draw6.yaml: new draws of fields1502.yaml's training sets (same
-    generators, other seeds) under data/draw2/ to data/draw6/; each later draw lists the one before's sets first,
+    """configs/fields-draw2.yaml to fields-draw7.yaml: new draws of fields1502.yaml's training sets (same
+    generators, other seeds) under data/draw2/ to data/draw7/; each later draw lists the one before's sets first,
     and the README has the one-liner that generates each draw."""
     from diffnorm.trainers.cli import cli_main
 
@@ -610,13 +610,13 @@ def test_field_draw_overlay_configs(tmp_path, monkeypatch):
     draw2 = dirs("fields-draw2.yaml")
     assert draw2 == [d.replace("data/", "data/draw2/", 1) for d in first if "/tr9-" not in d]
     previous = draw2
-    for n in (3, 4, 5, 6):  # each later draw lists the one before's own sets, then its own
+    for n in (3, 4, 5, 6, 7):  # each later draw lists the one before's own sets, then its own
         latest = [d for d in previous if d.startswith(f"data/draw{n - 1}/")]
         draw = dirs(f"fields-draw{n}.yaml")
         assert draw == latest + [d.replace(f"data/draw{n - 1}/", f"data/draw{n}/", 1) for d in latest]
         assert len(set(draw)) == len(draw) == 122
         previous = draw
     readme = (root / "README.md").read_text()
-    for n in range(2, 7):  # draw n: every seed + 1000 (n - 1)
+    for n in range(2, 8):  # draw n: every seed + 1000 (n - 1)
         offset, folder = 1000 * (n - 1), f"draw{n}"
         assert f"--seed $((\\1 + {offset}))/' -e 's#-o data/tr#-o data/{folder}/tr#'" in readme, folder

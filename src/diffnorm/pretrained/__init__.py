@@ -179,3 +179,69 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, ext
 
 
 __all__ = ["available", "export_checkpoint", "load_model", "model_from_meta", "predict_gamma"]
+
+
+def _in_reference_units(state: dict, meta: dict, ref_meta: dict) -> dict:
+    """``state`` (a model trained with ``meta``'s standardizations) rewritten so that it computes the same γ from
+    inputs and to targets standardized as ``ref_meta``'s — what lets weights of different stages be averaged.
+
+    Input channel c enters as ``z_k = valid·(x − m_k)/s_k = a·z_ref + b·valid`` with ``a = s_ref/s_k`` and
+    ``b = (m_ref − m_k)/s_k``: ``a`` scales the first convolution's weights of that channel (exact: land stays 0);
+    ``b`` is moved onto the ``mask`` channel's weights (exact where the channel is valid on every ocean cell, an
+    approximation at the closed faces of face channels). The output ``t = y·σ_k + μ_k`` is re-expressed in the
+    reference's ``(μ, σ)`` by scaling the output layer and shifting its bias (exact).
+    """
+    import torch
+
+    it, it_ref = meta["input_transform"], ref_meta["input_transform"]
+    if list(it["channels"]) != list(ref_meta["input_transform"]["channels"]):
+        raise ValueError(f"cannot average models with different input channels: {it['channels']} and "
+                         f"{it_ref['channels']}")
+    tt, tt_ref = _target_transform(meta), _target_transform(ref_meta)
+    if tt.kind != tt_ref.kind:
+        raise ValueError(f"cannot average models with different targets: {tt.kind} and {tt_ref.kind}")
+    out = {k: v.detach().clone().double() for k, v in state.items()}
+    m, s = np.asarray(it["mean"], float), np.asarray(it["std"], float)
+    m_ref, s_ref = np.asarray(it_ref["mean"], float), np.asarray(it_ref["std"], float)
+    w = out["input_layer.conv.weight"]
+    shift = torch.zeros_like(w[:, 0])
+    for c in range(w.shape[1]):
+        b = (m_ref[c] - m[c]) / s[c]
+        shift += b * w[:, c]
+        w[:, c] *= s_ref[c] / s[c]
+    if "mask" in it["channels"]:
+        w[:, list(it["channels"]).index("mask")] += shift
+    scale = tt.std / tt_ref.std
+    out["output_layer.conv.weight"] *= scale
+    out["output_layer.conv.bias"] = out["output_layer.conv.bias"] * scale + (tt.mean - tt_ref.mean) / tt_ref.std
+    return out
+
+
+def average_models(refs, reference: int = -1) -> tuple:
+    """``(model, meta)`` whose weights are the mean of the models ``refs`` (same architecture), each first
+    rewritten into the standardizations of ``refs[reference]`` (:func:`_in_reference_units`); ``meta`` is that
+    model's. Why: the stages of a warm-restart schedule end in one basin, and their average (stochastic weight
+    averaging over the cycles' ends, or a "model soup") can generalize better than any one of them.
+    """
+    import torch
+
+    if len(refs) < 1:
+        raise ValueError("average_models needs at least one model")
+    loaded = [load_model(r) for r in refs]
+    ref_meta = loaded[reference][1]
+    if ref_meta["model"] != "cnn" or ref_meta["model_kwargs"].get("batchnorm", True):
+        raise ValueError(f"average_models needs CNNs without batch norm (their standardizations fold into the first "
+                         f"and last convolutions); {refs[reference]} is a {ref_meta['model']} with "
+                         f"batchnorm={ref_meta['model_kwargs'].get('batchnorm', True)}")
+    keys = set(loaded[reference][0].state_dict())
+    total = None
+    for (model, meta), ref in zip(loaded, refs, strict=True):
+        if meta["model"] != ref_meta["model"] or meta["model_kwargs"] != ref_meta["model_kwargs"]:
+            raise ValueError(f"{ref}: another architecture than {refs[reference]} ({meta['model_kwargs']})")
+        state = _in_reference_units(model.state_dict(), meta, ref_meta)
+        if set(state) != keys:
+            raise ValueError(f"{ref}: its weights do not match {refs[reference]}'s")
+        total = state if total is None else {k: total[k] + state[k] for k in keys}
+    template = loaded[reference][0].state_dict()
+    mean = {k: (total[k] / len(loaded)).to(template[k].dtype) for k in keys}
+    return model_from_meta(ref_meta, mean), dict(ref_meta)

@@ -223,8 +223,6 @@ def average_models(refs, reference: int = -1) -> tuple:
     model's. Why: the stages of a warm-restart schedule end in one basin, and their average (stochastic weight
     averaging over the cycles' ends, or a "model soup") can generalize better than any one of them.
     """
-    import torch
-
     if len(refs) < 1:
         raise ValueError("average_models needs at least one model")
     loaded = [load_model(r) for r in refs]

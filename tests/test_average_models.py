@@ -92,3 +92,22 @@ def test_average_refuses_other_architectures_batch_norm_and_nothing(tmp_path):
         average_models([bn, bn])
     with pytest.raises(ValueError, match="at least one"):
         average_models([])
+
+
+def test_cli_average_writes_a_model_that_loads_weights_only(tmp_path, capsys):
+    from diffnorm.cli import main
+
+    meta = _meta(4)
+    a, b = _save(tmp_path / "a.pt", 0, meta), _save(tmp_path / "b.pt", 1, meta)
+    assert main(["average", str(a), str(b), "-o", str(tmp_path / "soup.pt")]) == 0
+    assert "mean of 2 models" in capsys.readouterr().out
+    model, got_meta = load_model(tmp_path / "soup.pt")
+    want, _ = average_models([a, b])
+    for k, v in want.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[k], v)
+    assert got_meta["averaged_from"] == [str(a), str(b)]
+    assert (tmp_path / "soup.json").exists() and not list(tmp_path.glob("*.tmp"))
+    assert main(["average", str(a), "-o", str(tmp_path / "one.pt")]) != 0
+    assert "at least two" in capsys.readouterr().err
+    assert main(["average", str(a), str(b), "--reference", "2", "-o", str(tmp_path / "r.pt")]) != 0
+    assert "--reference 2" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Subcommands for trained models: ``evaluate``, ``compare``, ``predict``, ``export``, ``plot``."""
+"""Subcommands for trained models: ``evaluate``, ``compare``, ``predict``, ``export``, ``average``, ``plot``."""
 
 from __future__ import annotations
 
@@ -103,6 +103,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("-o", "--output", required=True)
     ex.set_defaults(func=_export)
 
+    av = sub.add_parser("average", help="average the weights of several trained CNNs of one architecture (the "
+                                        "stages of a warm-restart schedule) into one slim model file")
+    av.add_argument("models", nargs="+", help="checkpoint paths or shipped model names (at least two)")
+    av.add_argument("--reference", type=int, default=-1,
+                    help="index of the model whose input/target standardizations and meta data the average "
+                         "keeps (default: the last)")
+    av.add_argument("-o", "--output", required=True, help="the averaged model (.pt; its meta data in .json)")
+    av.set_defaults(func=_average)
+
     pl = sub.add_parser("plot", help="maps of γ and ε, learning curves")
     pl_sub = pl.add_subparsers(dest="plot_command", metavar="KIND")
     g = pl_sub.add_parser("gamma", help="map of γ from a normalization file")
@@ -190,6 +199,20 @@ def _export(args: argparse.Namespace) -> int:
     if "max_abs_diff" in report:
         msg += f"; max |exported − PyTorch| = {report['max_abs_diff']:.2e}"
     print(msg)
+    return 0
+
+
+def _average(args: argparse.Namespace) -> int:
+    from ..pretrained import average_models, save_model
+
+    if len(args.models) < 2:
+        raise ValueError(f"average needs at least two models, got {len(args.models)}")
+    if not -len(args.models) <= args.reference < len(args.models):
+        raise ValueError(f"--reference {args.reference} is not an index of the {len(args.models)} models")
+    model, meta = average_models(args.models, reference=args.reference)
+    out = save_model(model, meta, args.output)
+    print(f"wrote {out} and {out.with_suffix('.json')}: the mean of {len(args.models)} models' weights, in the "
+          f"standardizations of {args.models[args.reference]}")
     return 0
 
 

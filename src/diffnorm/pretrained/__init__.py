@@ -157,8 +157,6 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, ext
     ``extra_meta`` keys replace the checkpoint's whole; ``exact_small`` sets only the target transform's
     threshold (prediction may compute exact γ on larger components than training left out of the loss).
     """
-    import torch
-
     from ..transforms.targets import check_exact_small
 
     model, meta = load_model(checkpoint)
@@ -171,10 +169,24 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, ext
             training.setdefault("exact_small", tt.exact_small)
             meta["training"] = training
         meta["target_transform"] = {**tt.to_dict(), "exact_small": n}
+    return save_model(model, meta, out)
+
+
+def save_model(model, meta: dict, out: str | os.PathLike) -> Path:
+    """Write ``model`` as a slim model file (``{"state_dict", "meta"}``, what :func:`load_model` reads with
+    ``weights_only=True``) and ``<out>.json`` (the meta), each atomically (a temporary file, then renamed)."""
+    import torch
+
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": {k: v.clone() for k, v in model.state_dict().items()}, "meta": meta}, str(out))
-    out.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    tmp = out.with_name(out.name + ".tmp")
+    torch.save({"state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()}, "meta": meta},
+               str(tmp))
+    os.replace(tmp, out)
+    js = out.with_suffix(".json")
+    tmp = js.with_name(js.name + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    os.replace(tmp, js)
     return out
 
 
@@ -242,4 +254,6 @@ def average_models(refs, reference: int = -1) -> tuple:
         total = state if total is None else {k: total[k] + state[k] for k in keys}
     template = loaded[reference][0].state_dict()
     mean = {k: (total[k] / len(loaded)).to(template[k].dtype) for k in keys}
-    return model_from_meta(ref_meta, mean), dict(ref_meta)
+    meta = dict(ref_meta)
+    meta["averaged_from"] = [str(r) for r in refs]
+    return model_from_meta(ref_meta, mean), meta

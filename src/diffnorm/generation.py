@@ -345,15 +345,10 @@ def _manifest(config: DatasetConfig, shape, periodic_x: bool, periodic_y: bool, 
 
 def write_json_atomic(data: dict, path: str | os.PathLike) -> None:
     """Write JSON to a temporary name then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(data, indent=1) + "\n")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    from .grid import write_atomic
+
+    text = json.dumps(data, indent=1) + "\n"
+    write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
 def load_manifest(directory: str | os.PathLike) -> dict:

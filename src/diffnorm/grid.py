@@ -7,6 +7,7 @@ normalization, data sets) can trust it. Errors name the offending variable.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -187,17 +188,24 @@ def open_dataset_checked(path: str | os.PathLike) -> xr.Dataset:
         raise GridError(f"cannot read {path}: not a valid NetCDF file ({exc})") from exc
 
 
-def write_netcdf_atomic(ds: xr.Dataset, path: str | os.PathLike) -> None:
-    """Write to a temporary name then rename, so a crash never leaves a half-written file."""
+def write_atomic(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
+    """Call ``write(tmp)`` on a temporary name beside ``path``, then rename it over ``path``, so a crash never
+    leaves a half-written file (and a failed write leaves no temporary one)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        ds.to_netcdf(tmp)
+        write(tmp)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+    return path
+
+
+def write_netcdf_atomic(ds: xr.Dataset, path: str | os.PathLike) -> None:
+    """Write to a temporary name then rename, so a crash never leaves a half-written file."""
+    write_atomic(path, ds.to_netcdf)
 
 
 def read_grid(path: str | os.PathLike) -> Grid:

@@ -174,23 +174,16 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, ext
 
 def save_model(model, meta: dict, out: str | os.PathLike) -> Path:
     """Write ``model`` as a slim model file (``{"state_dict", "meta"}``, what :func:`load_model` reads with
-    ``weights_only=True``) and ``<out>.json`` (the meta), each atomically (a temporary file, then renamed)."""
+    ``weights_only=True``) and ``<out>.json`` (the meta), each atomically (:func:`diffnorm.grid.write_atomic`)."""
     import torch
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save({"state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()}, "meta": meta},
-               str(tmp))
-    os.replace(tmp, out)
-    js = out.with_suffix(".json")
-    tmp = js.with_name(js.name + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(tmp, js)
+    from ..grid import write_atomic
+
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    out = write_atomic(out, lambda tmp: torch.save({"state_dict": state, "meta": meta}, str(tmp)))
+    text = json.dumps(meta, indent=2) + "\n"
+    write_atomic(out.with_suffix(".json"), lambda tmp: tmp.write_text(text))
     return out
-
-
-__all__ = ["available", "export_checkpoint", "load_model", "model_from_meta", "predict_gamma"]
 
 
 def _in_reference_units(state: dict, meta: dict, ref_meta: dict) -> dict:
@@ -206,7 +199,7 @@ def _in_reference_units(state: dict, meta: dict, ref_meta: dict) -> dict:
     import torch
 
     it, it_ref = meta["input_transform"], ref_meta["input_transform"]
-    if list(it["channels"]) != list(ref_meta["input_transform"]["channels"]):
+    if list(it["channels"]) != list(it_ref["channels"]):
         raise ValueError(f"cannot average models with different input channels: {it['channels']} and "
                          f"{it_ref['channels']}")
     tt, tt_ref = _target_transform(meta), _target_transform(ref_meta)
@@ -237,6 +230,8 @@ def average_models(refs, reference: int = -1) -> tuple:
     """
     if len(refs) < 1:
         raise ValueError("average_models needs at least one model")
+    if not -len(refs) <= reference < len(refs):
+        raise ValueError(f"reference {reference} is not an index of the {len(refs)} models")
     loaded = [load_model(r) for r in refs]
     ref_meta = loaded[reference][1]
     if ref_meta["model"] != "cnn" or ref_meta["model_kwargs"].get("batchnorm", True):
@@ -253,7 +248,11 @@ def average_models(refs, reference: int = -1) -> tuple:
             raise ValueError(f"{ref}: its weights do not match {refs[reference]}'s")
         total = state if total is None else {k: total[k] + state[k] for k in keys}
     template = loaded[reference][0].state_dict()
-    mean = {k: (total[k] / len(loaded)).to(template[k].dtype) for k in keys}
+    mean = {k: (total[k] / len(loaded)).to(template[k].dtype) for k in keys}  # float64 sums, the models' dtype
     meta = dict(ref_meta)
     meta["averaged_from"] = [str(r) for r in refs]
     return model_from_meta(ref_meta, mean), meta
+
+
+__all__ = ["available", "average_models", "export_checkpoint", "load_model", "model_from_meta", "predict_gamma",
+           "save_model"]

@@ -1,5 +1,6 @@
 """diffnorm.models: the study's parameter counts, padding, shapes, scripting."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -67,6 +68,24 @@ def test_geo_pad_modes():
     assert torch.all(p[0, 0, 0] == 0)
     r = geo_pad(x, 2, closed="replicate")
     assert torch.equal(r[0, 0, 0, 2:6], x[0, 0, 0]) and torch.equal(r[0, 0, 2, 0:2], x[0, 0, 0, :1].repeat(2))
+
+
+@pytest.mark.parametrize("periodic_y", [False, True])
+@pytest.mark.parametrize("periodic_x", [False, True])
+@pytest.mark.parametrize("closed", ["land", "replicate"])
+@pytest.mark.parametrize("m", [0, 1, 3, 7])
+def test_geo_pad_matches_numpy_pad(m, closed, periodic_x, periodic_y):
+    """Against np.pad, axis by axis (y first): wrap on periodic axes, zeros or edge values on closed ones, and
+    margins wider than the grid (m = 7 > 3 rows, 5 columns) wrap around several times."""
+    x = torch.randn(2, 3, 3, 5, dtype=torch.float64)
+    expected = x.numpy()
+    for axis, periodic in ((2, periodic_y), (3, periodic_x)):
+        widths = [(0, 0)] * 4
+        widths[axis] = (m, m)
+        mode = "wrap" if periodic else ("constant" if closed == "land" else "edge")
+        expected = np.pad(expected, widths, mode=mode)
+    padded = geo_pad(x, m, periodic_x=periodic_x, periodic_y=periodic_y, closed=closed)
+    np.testing.assert_array_equal(padded.numpy(), expected)
 
 
 @pytest.mark.parametrize("name", ["cnn", "unet"])

@@ -29,23 +29,6 @@ def item_grid(item: dict) -> Grid:
                 item.get("lat"), item.get("lon"), {"steps": int(item["steps"])} if "steps" in item else {})
 
 
-def load_split(root: str | os.PathLike, split: str = "test", limit: int | None = None):
-    """``(grids, gammas, steps, files)`` of one split."""
-    from .datasets import NormalizationDataset
-
-    ds = NormalizationDataset(root, split)
-    if len(ds) == 0:
-        raise ValueError(f"the {split} split of {root} has no samples")
-    n = len(ds) if limit is None else min(limit, len(ds))
-    grids, gammas, files = [], [], []
-    for k in range(n):
-        item = ds[k]
-        grids.append(item_grid(item))
-        gammas.append(np.asarray(item["gamma"], dtype=np.float64))
-        files.append(str(Path(item["path"]).relative_to(ds.root)))
-    return grids, gammas, ds.steps, files
-
-
 # -- per-field metrics -------------------------------------------------------------------
 def coast_distance(grid: Grid, metric: str = "manhattan") -> np.ndarray:
     """Distance (cells) of every ocean cell to the nearest land or wall; 0 on land."""
@@ -156,19 +139,6 @@ def evaluate_estimates(grids: Sequence[Grid], references: Sequence[np.ndarray], 
     for k, (grid, ref, est) in enumerate(zip(grids, references, estimates, strict=True)):
         acc.add(grid, ref, est, None if files is None else files[k], None if times is None else times[k])
     return acc.result()
-
-
-def run_estimator(estimator: Estimator, grids: Sequence[Grid], steps: int) -> tuple[list[np.ndarray], list[float]]:
-    """γ of every grid with the wall time of each call (after one untimed warm-up call for estimators
-    marked ``warmup``, such as the CNN, whose first call builds kernels and caches)."""
-    if getattr(estimator, "warmup", False):
-        estimator(grids[0], steps, 0)
-    estimates, times = [], []
-    for k, grid in enumerate(grids):
-        start = time.perf_counter()
-        estimates.append(np.asarray(estimator(grid, steps, k), dtype=np.float64))
-        times.append(time.perf_counter() - start)
-    return estimates, times
 
 
 def iter_split(root: str | os.PathLike, split: str = "test", limit: int | None = None):
@@ -387,4 +357,4 @@ def write_report(ev: Evaluation, out_dir: str | os.PathLike, title: str = "Evalu
 
 
 __all__ = ["METRIC_NAMES", "Accumulator", "Evaluation", "compare_methods", "evaluate_estimates", "evaluate_method",
-           "evaluate_streaming", "iter_split", "load_split", "parse_method", "write_report", "write_table"]
+           "evaluate_streaming", "iter_split", "parse_method", "write_report", "write_table"]

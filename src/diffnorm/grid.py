@@ -118,10 +118,6 @@ class Grid:
         out[self.mask] = values
         return out
 
-    def to_ocean(self, field2d: np.ndarray) -> np.ndarray:
-        """Gather the ocean cells of a (ny, nx, ...) field into an (n_ocean, ...) array."""
-        return np.asarray(field2d)[self.mask]
-
     def with_diffusivity(self, diff_x: np.ndarray, diff_y: np.ndarray) -> Grid:
         """Same geometry, new face diffusivities (how data sets vary the inputs)."""
         return Grid(self.mask, self.area, diff_x, diff_y, self.periodic_x, self.periodic_y,

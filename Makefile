@@ -1,7 +1,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup test lint bench bench-normalization bench-generation bench-inference bench-cnn bench-robustness bench-latitude plot-stages
+.PHONY: setup test lint bench bench-normalization bench-generation bench-inference bench-cnn bench-robustness bench-latitude bench-bias plot-stages
 
 setup:
 	python3 -m venv $(VENV)
@@ -59,6 +59,12 @@ bench-latitude:
 	    --bands 0 60 70 75 80 85 90 -o benchmarks/results/cnn_latitude_polar90.md
 
 # sphere-1deg's test error stage by stage (its meta data + the measured metrics CSV) -> docs/img/sphere_1deg_stages.png
+# is sphere-1deg's error biased (by coast class, by latitude), and where do field maxima lie? (test and robustness sets)
+bench-bias:
+	$(PY) benchmarks/cnn_error_bias.py --model sphere-1deg --test-dirs $(TEST_SETS) -o benchmarks/results/cnn_error_bias.md
+	$(PY) benchmarks/cnn_error_bias.py --model sphere-1deg --test-dirs $(ROBUSTNESS_SETS) \
+	    -o benchmarks/results/cnn_error_bias_robustness.md
+
 plot-stages:
 	$(PY) benchmarks/plot_stage_history.py --model sphere-1deg \
 	    --metrics benchmarks/results/best-cpu/stages-test-metrics.csv -o docs/img/sphere_1deg_stages.png

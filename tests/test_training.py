@@ -592,9 +592,9 @@ def test_precision_fallback_only_on_the_cpu(monkeypatch):
 
 
 def test_field_draw_overlay_configs(tmp_path, monkeypatch):
-    """configs/fields-draw2.yaml to fields-draw7.yaml: new draws of fields1502.yaml's training sets (same
-    generators, other seeds) under data/draw2/ to data/draw7/; each later draw lists the one before's sets first,
-    and the README has the one-liner that generates each draw."""
+    """configs/fields-draw2.yaml to fields-draw9.yaml: new draws of fields1502.yaml's training sets (same
+    generators, other seeds) under data/draw2/ to data/draw9/; each later draw lists the one before's sets first
+    (fields-draw9.yaml: the eighth and ninth), and the README has the one-liner that generates each draw."""
     from diffnorm.trainers.cli import cli_main
 
     monkeypatch.chdir(tmp_path)
@@ -616,7 +616,10 @@ def test_field_draw_overlay_configs(tmp_path, monkeypatch):
         assert draw == latest + [d.replace(f"data/draw{n - 1}/", f"data/draw{n}/", 1) for d in latest]
         assert len(set(draw)) == len(draw) == 122
         previous = draw
+    # the thirty-second stage: an eighth and a ninth draw, both fresh (no fields-draw8.yaml)
+    eighth = [d.replace("data/draw7/", "data/draw8/", 1) for d in previous if d.startswith("data/draw7/")]
+    assert dirs("fields-draw9.yaml") == eighth + [d.replace("data/draw8/", "data/draw9/", 1) for d in eighth]
     readme = (root / "README.md").read_text()
-    for n in range(2, 8):  # draw n: every seed + 1000 (n - 1)
+    for n in range(2, 10):  # draw n: every seed + 1000 (n - 1)
         offset, folder = 1000 * (n - 1), f"draw{n}"
         assert f"--seed $((\\1 + {offset}))/' -e 's#-o data/tr#-o data/{folder}/tr#'" in readme, folder

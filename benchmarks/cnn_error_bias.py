@@ -59,11 +59,10 @@ def maxima_summary(eps_by_field: list[np.ndarray], classes: list[np.ndarray], di
 
 
 def main() -> None:
-    from diffnorm.datasets import NormalizationDataset
+    from diffnorm.evaluation import iter_split
     from diffnorm.features import COAST_CLASSES, coast_classes, grid_signed_distance
     from diffnorm.metrics import relative_error
     from diffnorm.pretrained import load_model, predict_gamma
-    from diffnorm.transforms.inputs import grid_from_fields
 
     ap = model_parser(__doc__, fields=10**6, fields_help="fields per test directory (default: all)")
     ap.add_argument("--worst", type=int, default=50, help="count of each field's worst cells whose sign is counted")
@@ -73,18 +72,14 @@ def main() -> None:
     model, meta = load_model(args.model)
     eps_by_field, classes, dists, lats = [], [], [], []
     for d in args.test_dirs:
-        ds = NormalizationDataset(d, args.split)
-        for k in range(min(args.fields, len(ds))):
-            item = ds[k]
-            grid = grid_from_fields(item)
-            gamma = predict_gamma(model, meta, grid, int(item["steps"]))
-            eps_by_field.append(relative_error(gamma, item["gamma"], grid.mask))
+        steps, _, fields = iter_split(d, args.split, args.fields)
+        for grid, reference, file in fields:
+            gamma = predict_gamma(model, meta, grid, steps)
+            eps_by_field.append(relative_error(gamma, reference, grid.mask))
             classes.append(coast_classes(grid)[grid.mask])
             dists.append(np.abs(grid_signed_distance(grid, "manhattan"))[grid.mask])
-            lat = np.asarray(item["lat"], dtype=np.float64)
-            lat = np.broadcast_to(lat.reshape(-1, 1) if lat.ndim == 1 else lat, grid.shape)
-            lats.append(np.abs(lat[grid.mask]))
-            print(f"{Path(d).name}/{k}: eps_max {np.abs(eps_by_field[-1]).max():.4f}", flush=True)
+            lats.append(np.abs(np.asarray(grid.lat)[grid.mask]))
+            print(f"{Path(d).name}/{file}: eps_max {np.abs(eps_by_field[-1]).max():.4f}", flush=True)
     eps, cls, lat = np.concatenate(eps_by_field), np.concatenate(classes), np.concatenate(lats)
     keep = cls != COAST_CLASSES.index("isolated")
     band = np.digitize(lat, [b for _, b in LAT_BANDS[:-1]])

@@ -1,7 +1,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup test lint bench bench-normalization bench-generation bench-inference bench-cnn bench-robustness bench-latitude bench-bias plot-stages
+.PHONY: setup test lint bench bench-normalization bench-generation bench-inference bench-cnn bench-robustness bench-latitude bench-bias bench-spread plot-stages
 
 setup:
 	python3 -m venv $(VENV)
@@ -58,13 +58,20 @@ bench-latitude:
 	$(PY) benchmarks/cnn_error_by_latitude.py --model sphere-1deg --test-dirs data/ho-polar90-iso --fields 2 --force \
 	    --bands 0 60 70 75 80 85 90 -o benchmarks/results/cnn_latitude_polar90.md
 
-# sphere-1deg's test error stage by stage (its meta data + the measured metrics CSV) -> docs/img/sphere_1deg_stages.png
 # is sphere-1deg's error biased (by coast class, by latitude), and where do field maxima lie? (test and robustness sets)
 bench-bias:
 	$(PY) benchmarks/cnn_error_bias.py --model sphere-1deg --test-dirs $(TEST_SETS) -o benchmarks/results/cnn_error_bias.md
 	$(PY) benchmarks/cnn_error_bias.py --model sphere-1deg --test-dirs $(ROBUSTNESS_SETS) \
 	    -o benchmarks/results/cnn_error_bias_robustness.md
 
+# do sphere-1deg's four flips find its errors, and how much of the TTA error could more views still remove?
+bench-spread:
+	$(PY) benchmarks/tta_spread_check.py --model sphere-1deg --fields 15 --test-dirs $(TEST_SETS) \
+	    -o benchmarks/results/tta_spread.md
+	$(PY) benchmarks/tta_spread_check.py --model sphere-1deg --fields 10 --test-dirs $(ROBUSTNESS_SETS) \
+	    -o benchmarks/results/tta_spread_robustness.md
+
+# sphere-1deg's test error stage by stage (its meta data + the measured metrics CSV) -> docs/img/sphere_1deg_stages.png
 plot-stages:
 	$(PY) benchmarks/plot_stage_history.py --model sphere-1deg \
 	    --metrics benchmarks/results/best-cpu/stages-test-metrics.csv -o docs/img/sphere_1deg_stages.png

@@ -37,3 +37,36 @@ def test_the_four_flips_undo_themselves():
     assert logs.shape == (4, *grid.shape)
     for k in range(4):
         np.testing.assert_allclose(logs[k][grid.mask], np.log(grid.area[grid.mask]), rtol=1e-12)
+
+
+def test_view_noise_of_a_shared_error_is_zero():
+    """Four identical views that all miss by the same amount: nothing for averaging to remove."""
+    truth = np.linspace(-1.0, 1.0, 2000)
+    logs = np.tile(truth + 0.03, (4, 1))
+    logs[:, 7] -= 0.2  # the worst cell, missed low by all four
+    n = spread_check.view_noise(logs, truth)
+    assert n["share_all"] == 0 and n["share_tail"] == 0 and n["share_max"] == 0
+    assert n["max_same_sign"]
+
+
+def test_view_noise_hand_made_worst_cell():
+    """Cell 1 is the worst (TTA error 0.1); its views 0.4, −0.2, 0.1, 0.1 disagree in sign: v = 0.06, v/4 = 0.015,
+    share 0.015 / 0.01 = 1.5 there. With tail = 1/3 the tail is that cell alone."""
+    truth = np.zeros(3)
+    logs = np.array([[0.01, 0.4, 0.0], [0.01, -0.2, 0.0], [0.01, 0.1, 0.0], [0.01, 0.1, 0.0]])
+    n = spread_check.view_noise(logs, truth, tail=1 / 3)
+    assert n["share_max"] == pytest.approx(0.015 / 0.01)
+    assert n["share_tail"] == pytest.approx(n["share_max"])
+    assert not n["max_same_sign"]
+    # all cells: noise (0 + 0.015 + 0) / 3 over squared errors (1e-4 + 0.01 + 0) / 3
+    assert n["share_all"] == pytest.approx(0.015 / 0.0101)
+
+
+def test_view_noise_recovers_a_known_split():
+    """Views = truth + shared error (σ 0.01) + independent noise per view (σ 0.02): the TTA error's variance is
+    1e-4 + 4e-4 / 4, half of it noise, so the share over all cells is 0.5 (200 000 cells: ±0.01)."""
+    rng = np.random.default_rng(3)
+    truth = rng.normal(size=200_000)
+    shared = rng.normal(scale=0.01, size=truth.size)
+    logs = truth + shared + rng.normal(scale=0.02, size=(4, truth.size))
+    assert spread_check.view_noise(logs, truth)["share_all"] == pytest.approx(0.5, abs=0.01)

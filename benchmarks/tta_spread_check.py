@@ -65,10 +65,11 @@ def view_noise(logs: np.ndarray, truth: np.ndarray, tail: float = 0.001) -> dict
     worst = np.argsort(sq)[::-1][:n_tail]
     top = worst[0]
     signs = np.sign(logs[:, top] - truth[top])
-    return {"share_all": noise.mean() / sq.mean(),
-            "share_tail": noise[worst].mean() / sq[worst].mean(),
-            "share_max": noise[top] / sq[top],
-            "max_same_sign": bool(np.all(signs == signs[0]) and signs[0] != 0)}
+    with np.errstate(invalid="ignore", divide="ignore"):  # a field predicted exactly: 0/0, NaN shares
+        return {"share_all": noise.mean() / sq.mean(),
+                "share_tail": noise[worst].mean() / sq[worst].mean(),
+                "share_max": noise[top] / sq[top],
+                "max_same_sign": bool(np.all(signs == signs[0]) and signs[0] != 0)}
 
 
 def main() -> None:

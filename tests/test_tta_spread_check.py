@@ -1,6 +1,7 @@
 """benchmarks/tta_spread_check.py: the flips' spread scored as an error indicator, on hand-made cases."""
 
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -70,3 +71,12 @@ def test_view_noise_recovers_a_known_split():
     shared = rng.normal(scale=0.01, size=truth.size)
     logs = truth + shared + rng.normal(scale=0.02, size=(4, truth.size))
     assert spread_check.view_noise(logs, truth)["share_all"] == pytest.approx(0.5, abs=0.01)
+
+
+def test_view_noise_of_an_exact_field_is_undefined():
+    """No error at all: the shares are 0/0 (NaN, without a warning) and no flip misses the worst cell."""
+    truth = np.linspace(0.0, 1.0, 100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        n = spread_check.view_noise(np.tile(truth, (4, 1)), truth)
+    assert np.isnan(n["share_all"]) and np.isnan(n["share_max"]) and not n["max_same_sign"]

@@ -54,7 +54,7 @@ def save_cache(cache: Path, samples: int, known: dict) -> None:
 
 
 def main() -> None:
-    ap = model_parser(__doc__)
+    ap = model_parser(__doc__, output="benchmarks/results/cnn_sphere.md")
     ap.add_argument("--randomized-fields", type=int, default=5)
     ap.add_argument("--randomized-from", nargs="+", help="data sets whose first fields get the randomized method "
                     "(default: the first test directory); results are cached in OUTPUT.randomized.json")
@@ -64,7 +64,6 @@ def main() -> None:
                          "row 'cnn, no TTA' gives the plain network beside it")
     ap.add_argument("--precision", choices=PRECISIONS, default="32",
                     help="the network's arithmetic (bf16: hidden layers in bfloat16, fast on CPUs with AMX)")
-    ap.add_argument("-o", "--output", default="benchmarks/results/cnn_sphere.md")
     args = ap.parse_args()
 
     model, meta = load_model(args.model)

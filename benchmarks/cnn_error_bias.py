@@ -64,9 +64,9 @@ def main() -> None:
     from diffnorm.metrics import relative_error
     from diffnorm.pretrained import load_model, predict_gamma
 
-    ap = model_parser(__doc__, fields=10**6, fields_help="fields per test directory (default: all)")
+    ap = model_parser(__doc__, fields=10**6, fields_help="fields per test directory (default: all)",
+                      output="benchmarks/results/cnn_error_bias.md")
     ap.add_argument("--worst", type=int, default=50, help="count of each field's worst cells whose sign is counted")
-    ap.add_argument("-o", "--output", default="benchmarks/results/cnn_error_bias.md")
     args = ap.parse_args()
 
     model, meta = load_model(args.model)

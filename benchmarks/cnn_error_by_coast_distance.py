@@ -50,9 +50,8 @@ def geometry_table(classes: list, errors: dict[str, list], worst_cells: list, wo
 
 
 def main() -> None:
-    ap = model_parser(__doc__, fields=3)
+    ap = model_parser(__doc__, fields=3, output="benchmarks/results/cnn_coast_distance.md")
     ap.add_argument("--worst", type=int, default=200, help="count of each field's worst cells to locate")
-    ap.add_argument("-o", "--output", default="benchmarks/results/cnn_coast_distance.md")
     args = ap.parse_args()
 
     model, meta = load_model(args.model)

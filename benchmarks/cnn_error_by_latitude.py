@@ -68,13 +68,13 @@ def main() -> None:
     from diffnorm.metrics import relative_error
     from diffnorm.pretrained import load_model, predict_gamma
 
-    ap = model_parser(__doc__, fields=4, fields_help="fields per test directory (pooled in its row)")
+    ap = model_parser(__doc__, fields=4, fields_help="fields per test directory (pooled in its row)",
+                      output="benchmarks/results/cnn_latitude.md")
     ap.add_argument("--bands", type=float, nargs="+", default=list(DEFAULT_BANDS),
                     help="edges of the |latitude| bands, degrees")
     ap.add_argument("--tta", default="model", help="model (its own), none or flips")
     ap.add_argument("--force", action="store_true",
                     help="predict even where the inputs lie far outside the training data (cells near a pole)")
-    ap.add_argument("-o", "--output", default="benchmarks/results/cnn_latitude.md")
     args = ap.parse_args()
 
     model, meta = load_model(args.model)

@@ -25,8 +25,7 @@ from pathlib import Path
 import numpy as np
 from _cli import model_parser  # benchmarks/_cli.py: the options these scripts share
 
-from diffnorm.datasets import NormalizationDataset
-from diffnorm.evaluation import item_grid
+from diffnorm.evaluation import iter_split
 from diffnorm.prediction import Predictor
 from diffnorm.transforms.augmentation import TRANSFORMS, augment_cell_field, augment_grid
 
@@ -73,10 +72,9 @@ def view_noise(logs: np.ndarray, truth: np.ndarray, tail: float = 0.001) -> dict
 
 
 def main() -> None:
-    ap = model_parser(__doc__, fields=2, fields_help="fields per data set")
+    ap = model_parser(__doc__, fields=2, fields_help="fields per data set", output=True)
     ap.add_argument("--share", type=float, default=0.02, help="share of ocean cells counted as most uncertain")
     ap.add_argument("--worst", type=int, default=50)
-    ap.add_argument("-o", "--output", help="also write the table to this Markdown file")
     args = ap.parse_args()
     lines: list[str] = []
 
@@ -92,16 +90,15 @@ def main() -> None:
     emit("|---|---|---|---|---|---|---|---|---|")
     noise_rows = []
     for directory in args.test_dirs:
-        data = NormalizationDataset(directory, args.split)
-        for k in range(min(args.fields, len(data))):
-            item = data[k]
-            grid = item_grid(item)
+        _, _, fields = iter_split(directory, args.split, args.fields)
+        for k, (grid, reference, _) in enumerate(fields):
             logs = flip_log_gamma2(predictor, grid)[:, grid.mask]
-            truth = 2 * np.log(item["gamma"][grid.mask])
+            truth = 2 * np.log(reference[grid.mask])
             estimate = np.exp(logs.mean(axis=0))  # the TTA γ² (geometric mean)
             eps = np.abs(estimate / np.exp(truth) - 1)
-            r = field_row(eps, logs.std(axis=0), args.share, args.worst)
-            predicted = logs.std(axis=0) > 0  # cells computed exactly (small components) are left out
+            spread = logs.std(axis=0)
+            r = field_row(eps, spread, args.share, args.worst)
+            predicted = spread > 0  # cells computed exactly (small components) are left out
             n = view_noise(logs[:, predicted], truth[predicted])
             noise_rows.append(n)
             emit(f"| {directory} #{k} | {r['eps_max']:.4f} | {r['corr_log']:.2f} | {r['worst_in_top']} | "

@@ -17,6 +17,9 @@ already there.
 Samples are written atomically (temporary name, then :func:`os.replace`). A run that is started
 again over an existing directory validates what is there, deletes temporary leftovers and
 corrupt files, and computes only the missing samples.
+
+Dask is imported only where a cluster is started: :func:`compute_sample` runs on machines without it (a GPU
+image holding PyTorch, SciPy and xarray; ``benchmarks/fresh_fields.py``).
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import dask
 import numpy as np
 
 FORMAT = "diffnorm-dataset/1"
@@ -481,6 +483,8 @@ def _worker_environ() -> dict:
     """Dask's worker environment without ``MALLOC_TRIM_THRESHOLD_``: that setting also freezes glibc's mmap
     threshold at 128 KiB, so every large temporary of the exact method is mmapped and page-faulted afresh —
     measured 3.1 CPU s per 1° sample instead of 1.6 s. Thread caps (one core per worker) are kept."""
+    import dask
+
     env = dict(dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {})
     env.pop("MALLOC_TRIM_THRESHOLD_", None)
     return env
@@ -488,6 +492,7 @@ def _worker_environ() -> dict:
 
 def _client(scheduler, n_workers: int | None):
     """A ``distributed.Client`` for ``scheduler`` and a function that releases what was started here."""
+    import dask
     from distributed import Client, LocalCluster
 
     if isinstance(scheduler, Client):

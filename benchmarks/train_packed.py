@@ -103,7 +103,8 @@ def main() -> None:
     p.add_argument("--init-weights", default=None,
                    help="start from these network weights (warm start; the same as the model's init_weights)")
     p.add_argument("--time-only", default=None, metavar="MODEL", help="only time MODEL's forward pass on a 1° field")
-    p.add_argument("--repeat", type=int, default=20, help="forward passes timed (--time-only)")
+    p.add_argument("--repeat", type=int, default=20,
+                   help="forward passes timed (with --time-only, or after training; 0: no timing)")
     a = p.parse_args()
     if a.time_only:
         from diffnorm.pretrained import load_model
@@ -143,7 +144,7 @@ def main() -> None:
     elapsed = time.perf_counter() - t0
     shutil.copy(out / "logs" / "metrics.csv", out / "metrics.csv")
     summary = {"steps": int(trainer.global_step), "epochs": int(trainer.current_epoch), "fit_s": elapsed,
-               "forward_ms": time_forward(task.model, (len(dm.channels), *dm.shape)),
+               "forward_ms": time_forward(task.model, (len(dm.channels), *dm.shape), a.repeat) if a.repeat else None,
                "device": device_name(), "init_weights": cfg["model"].get("init_weights"),
                "best_val_eps_mean": float(ckpt.best_model_score) if ckpt.best_model_score is not None else None,
                "config": cfg}

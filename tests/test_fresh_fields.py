@@ -158,3 +158,20 @@ def test_train_packed_reads_a_generated_pack(sets):
     dm.setup("fit")
     assert [len(dm.fields[s]) for s in ("train", "val")] == [6, 1]
     assert [f.periodic_x for f in dm.fields["train"]] == [False] * 3 + [True] * 3
+
+
+def test_the_gpu_stage_config_starts_as_the_shipped_model_grown_to_128_filters():
+    """configs/gpu-stage.yaml (benchmarks/gpu_stage.sh) grows sphere-1deg's weights: the same function at step 0."""
+    import torch
+
+    from diffnorm.pretrained import load_model
+    from diffnorm.trainers import NormalizationTask
+
+    cfg = yaml.safe_load((ROOT / "configs" / "gpu-stage.yaml").read_text())
+    task = NormalizationTask(channels=cfg["data"]["channels"], target=cfg["data"]["target"], **cfg["model"])
+    shipped, _ = load_model("sphere-1deg")
+    assert task.model.input_layer.conv.out_channels == 128 and len(task.model.blocks) == len(shipped.blocks) == 6
+    task.model.periodic_x, task.model.periodic_y = shipped.periodic_x, shipped.periodic_y  # as setup() sets them
+    x = torch.randn(1, 6, 24, 40, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(task.model.eval()(x), shipped(x), rtol=1e-4, atol=1e-5)

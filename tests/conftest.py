@@ -56,6 +56,11 @@ def make_tiny_global_dataset(root, seed: int = 0, splits: dict | None = None):
     return root
 
 
+# the data-module settings of the packed-field tests (test_packed.py, test_fresh_fields.py): 8 x 8 patches
+PACKED_DATA = {"channels": ["mask", "distance", "sf_diff_x", "sf_diff_y", "area_ratio_y", "analytic_sf"],
+               "target": "log_ratio_images", "patch_size": 8, "samples_per_epoch": 8, "batch_size": 4,
+               "augment": True, "exact_small": 10}
+
 PERIODIC_CASES = [(False, False), (True, False), (False, True), (True, True)]
 
 

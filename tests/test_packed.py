@@ -11,16 +11,14 @@ import yaml
 
 from diffnorm.datamodules import NormalizationDataModule
 from diffnorm.pretrained import load_model
-from tests.conftest import make_tiny_dataset
+from tests.conftest import PACKED_DATA, make_tiny_dataset
 
 ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 pack_fields = pytest.importorskip("pack_fields")
 train_packed = pytest.importorskip("train_packed")
 
-DATA = {"channels": ["mask", "distance", "sf_diff_x", "sf_diff_y", "area_ratio_y", "analytic_sf"],
-        "target": "log_ratio_images", "patch_size": 8, "samples_per_epoch": 8, "batch_size": 4, "augment": True,
-        "exact_small": 10}
+DATA = PACKED_DATA
 
 
 @pytest.fixture(scope="module")

@@ -31,12 +31,14 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import time
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # pack_fields.py, beside this file
+from pack_fields import add_field, save_npz_atomic, write_pack  # noqa: E402
 
 PLAN_FORMAT = "diffnorm-fresh-plan/1"
 CONFIG_KEYS = ("family", "family_params", "generator", "generator_params", "steps", "seed", "tol")
@@ -133,7 +135,7 @@ def make_plan(sources: list[str], out: str | os.PathLike, seed_offset: int, scal
     plan = {"format": PLAN_FORMAT, "seed_offset": int(seed_offset), "scale": float(scale),
             "geometries": geometries, "entries": entries}
     arrays["plan"] = np.frombuffer(json.dumps(plan).encode(), np.uint8)
-    _save_npz_atomic(out, arrays, compress=True)
+    save_npz_atomic(out, arrays, compress=True)
     return plan
 
 
@@ -202,7 +204,7 @@ def compute_part(task: tuple[int, int], parts: str) -> tuple[int, int, float, st
         if abs(got - want) > CHECK_RTOL * abs(want):
             error = (f"{entry['dir']} {split} field {i}: Σγ {got!r} computed, {want!r} stored "
                      f"(relative {abs(got - want) / abs(want):.1e}): not the same field")
-    _save_npz_atomic(_part_path(Path(parts), e, i), {
+    save_npz_atomic(_part_path(Path(parts), e, i), {
         "mask": ds["mask"].values.astype(np.int8), "area": ds["area"].values,
         **{n: ds[n].values.astype(np.float32) for n in ("diff_x", "diff_y")}, "gamma": gamma.astype(np.float32),
         "meta": np.frombuffer(json.dumps({"steps": int(config.steps), "seed": int(ds.attrs["seed"]),
@@ -306,7 +308,7 @@ def _pack_index(path: Path) -> dict | None:
 
 
 def _assemble(plan: dict, parts: Path, out: Path, compress: bool, digest: str) -> dict:
-    """The pack of ``benchmarks/pack_fields.py`` from the part files: one mask and area per distinct grid."""
+    """The pack of ``benchmarks/pack_fields.py`` from the part files (through its ``add_field``)."""
     arrays: dict[str, np.ndarray] = {}
     index: dict = {"train": [], "val": [], "test": [], "plan_sha1": digest}
     grids: dict[str, str] = {}
@@ -317,35 +319,13 @@ def _assemble(plan: dict, parts: Path, out: Path, compress: bool, digest: str) -
                 part = {k: z[k] for k in z.files}
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
             raise PlanError(f"corrupt part file {_part_path(parts, e, i)} ({exc}): delete it and run again") from exc
-        meta = json.loads(bytes(part["meta"]).decode())
-        h = hashlib.sha1(part["area"].tobytes() + part["mask"].tobytes()).hexdigest()[:12]
-        if h not in grids:
-            grids[h] = f"grid{len(grids)}"
-            arrays[grids[h] + "_area"], arrays[grids[h] + "_mask"] = part["area"], part["mask"]
+        meta = json.loads(bytes(part.pop("meta")).decode())
         split = entry["role"]
-        key = f"{split}{len(index[split])}"
-        for name in ("diff_x", "diff_y", "gamma"):
-            arrays[f"{key}_{name}"] = part[name]
-        index[split].append({"key": key, "grid": grids[h], "steps": meta["steps"], "periodic_x": meta["periodic_x"],
-                             "periodic_y": meta["periodic_y"],
-                             "path": f"{entry['dir']}@seed{entry['config']['seed']}/{split}/{i:06d}",
-                             "seed": meta["seed"]})
-    arrays["index"] = np.frombuffer(json.dumps(index).encode(), np.uint8)
-    _save_npz_atomic(out, arrays, compress)
+        path = f"{entry['dir']}@seed{entry['config']['seed']}/{split}/{i:06d}"
+        add_field(arrays, index, grids, split, {**part, "steps": meta["steps"], "periodic_x": meta["periodic_x"],
+                                                "periodic_y": meta["periodic_y"], "path": path}, seed=meta["seed"])
+    write_pack(arrays, index, out, compress)
     return index
-
-
-def _save_npz_atomic(path: str | os.PathLike, arrays: dict[str, np.ndarray], compress: bool) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".tmp", suffix=".npz")
-    os.close(fd)
-    try:
-        (np.savez_compressed if compress else np.savez)(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def describe(plan: dict) -> str:

@@ -19,10 +19,44 @@ import tempfile
 import numpy as np
 import yaml
 
-from diffnorm.datasets import NormalizationDataset
+
+def add_field(arrays: dict, index: dict, grids: dict, split: str, item: dict, **extra) -> None:
+    """Put one field (``diff_x``, ``diff_y``, ``gamma``, ``area``, ``mask``, ``steps``, periodicity, ``path``) into
+    a pack being built: float32 fields, each distinct grid's area and mask once; ``extra`` goes into its entry."""
+    key = f"{split}{len(index[split])}"
+    h = hashlib.sha1(np.ascontiguousarray(item["area"]).tobytes()
+                     + np.ascontiguousarray(item["mask"]).tobytes()).hexdigest()[:12]
+    if h not in grids:
+        grids[h] = f"grid{len(grids)}"
+        arrays[grids[h] + "_area"] = item["area"]
+        arrays[grids[h] + "_mask"] = np.asarray(item["mask"]).astype(np.int8)
+    for name in ("diff_x", "diff_y", "gamma"):
+        arrays[f"{key}_{name}"] = np.asarray(item[name]).astype(np.float32)
+    index[split].append({"key": key, "grid": grids[h], "steps": item["steps"], "periodic_x": item["periodic_x"],
+                         "periodic_y": item["periodic_y"], "path": item["path"], **extra})
+
+
+def save_npz_atomic(path: str | os.PathLike, arrays: dict[str, np.ndarray], compress: bool = True) -> None:
+    """``np.savez`` under a temporary name, then renamed: a killed run never leaves half a file under ``path``."""
+    path = os.path.abspath(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=os.path.basename(path) + ".tmp", suffix=".npz")
+    os.close(fd)
+    try:
+        (np.savez_compressed if compress else np.savez)(tmp, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def write_pack(arrays: dict, index: dict, out: str | os.PathLike, compress: bool = True) -> None:
+    save_npz_atomic(out, {**arrays, "index": np.frombuffer(json.dumps(index).encode(), np.uint8)}, compress)
 
 
 def pack(config: str, out: str) -> dict:
+    from diffnorm.datasets import NormalizationDataset
+
     data = yaml.safe_load(open(config))["data"]
     arrays: dict[str, np.ndarray] = {}
     index = {"train": [], "val": []}
@@ -31,24 +65,8 @@ def pack(config: str, out: str) -> dict:
         for d in dirs:
             ds = NormalizationDataset(d, split)
             for i in range(len(ds)):
-                item = ds[i]
-                key = f"{split}{len(index[split])}"
-                h = hashlib.sha1(np.ascontiguousarray(item["area"]).tobytes()
-                                 + np.ascontiguousarray(item["mask"]).tobytes()).hexdigest()[:12]
-                if h not in grids:
-                    grids[h] = f"grid{len(grids)}"
-                    arrays[grids[h] + "_area"] = item["area"]
-                    arrays[grids[h] + "_mask"] = item["mask"].astype(np.int8)
-                for name in ("diff_x", "diff_y", "gamma"):
-                    arrays[f"{key}_{name}"] = item[name].astype(np.float32)
-                index[split].append({"key": key, "grid": grids[h], "steps": item["steps"],
-                                     "periodic_x": item["periodic_x"], "periodic_y": item["periodic_y"],
-                                     "path": item["path"]})
-    arrays["index"] = np.frombuffer(json.dumps(index).encode(), np.uint8)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(out)), suffix=".npz")
-    os.close(fd)
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, out)
+                add_field(arrays, index, grids, split, ds[i])
+    write_pack(arrays, index, out)
     return index
 
 

@@ -13,7 +13,8 @@ alone (``images``: :func:`diffnorm.normalization.image_normalization`, and
 Randomized N=1e4 costs about 40 s per 180x360 field, so it runs on the first ``--randomized-fields`` fields of
 each ``--randomized-from`` data set only (its errors depend on N, hardly on the field: relative error of v ~ sqrt(2/N)).
 Its metrics are cached in OUTPUT.randomized.json with a hash of each field's inputs (mask, area, diff_x,
-diff_y, M): a field whose inputs changed is recomputed.
+diff_y, M): a field whose inputs changed is recomputed. OUTPUT.json holds the means and, under ``fields``, each
+field's CNN metrics (with and without TTA), which ``benchmarks/compare_stages.py`` pairs field by field.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ def main() -> None:
     rows: dict[str, list] = {"cnn": [], "cnn, no TTA": [], "images": [], "images prior + exact small": [],
                              "analytic": [], "randomized": [], "cnn (same fields as randomized)": []}
     per_dir: dict[str, dict[str, list]] = {}
+    per_field: list[dict] = []  # each test field's metrics by row: paired comparisons (benchmarks/compare_stages.py)
     times: dict[str, list] = {"cnn": [], "cnn, no TTA": [], "images": [], "images prior + exact small": [],
                               "randomized": []}
     cache = Path(args.output).with_suffix(".randomized.json")
@@ -136,6 +138,8 @@ def main() -> None:
             rows["images prior + exact small"].append(mp)
             for name, mm in (("cnn", mc), ("images", mi), ("images prior + exact small", mp)):
                 per_dir.setdefault(Path(d).name, {}).setdefault(name, []).append(mm)
+            per_field.append({"set": Path(d).name, "index": i, "path": str(item["path"]), "cnn": mc,
+                              **({"cnn, no TTA": mn} if with_tta else {})})
             rows["analytic"].append(sample_metrics(analytic_prior(grid, item["steps"]), ref))
             if item["path"] in rpaths:
                 rows["cnn (same fields as randomized)"].append(mc)
@@ -167,7 +171,8 @@ def main() -> None:
     Path(args.output).with_suffix(".json").write_text(json.dumps({"model": str(args.model), "results": out,
                                                                   "per_dir": {k: {n: aggregate_metrics(r) for n, r
                                                                                   in v.items()}
-                                                                              for k, v in per_dir.items()}},
+                                                                              for k, v in per_dir.items()},
+                                                                  "fields": per_field},
                                                                  indent=2))
 
 

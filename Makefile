@@ -1,7 +1,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup test lint bench bench-normalization bench-generation bench-inference bench-cnn bench-robustness bench-latitude bench-bias bench-spread plot-stages
+.PHONY: setup test lint bench bench-normalization bench-generation bench-inference bench-cnn bench-robustness bench-latitude bench-bias bench-spread plot-stages print-robustness-sets evaluate-stage
 
 setup:
 	python3 -m venv $(VENV)
@@ -33,6 +33,14 @@ RANDOMIZED_FROM = data/te-sphere-study data/te-sphere-iso data/te-sphere-eq data
 ROBUSTNESS_SETS = data/ood-const1 data/ood-const4 data/ood-const8 data/ood-iso-rough data/ood-iso-smooth \
 	data/ood-eq-smooth data/ood-coast-iso data/ood-coast-eq data/ho-iso-s8 data/ho-iso-s15 data/ho-eq-b4 \
 	data/ho-const6 data/ho-const1.5 data/ho-iso-s5
+
+# a candidate stage against the shipped model: make evaluate-stage MODEL=runs/x/last.pt NAME=stage34
+evaluate-stage:
+	bash benchmarks/evaluate_stage.sh $(MODEL) $(NAME)
+
+# the robustness sets, for scripts (benchmarks/evaluate_stage.sh)
+print-robustness-sets:
+	@echo $(ROBUSTNESS_SETS)
 
 # needs the test data sets of the README's "Benchmark data" section under data/ (both shipped models; randomized
 # N=1e4 is cached per field in OUTPUT.randomized.json)

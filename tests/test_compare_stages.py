@@ -112,28 +112,34 @@ def test_the_command_writes_the_table(tmp_path):
     assert "| test | 5 | ε_max |" in text and "-50.0 %" in text and "0.500 ± 0.000 | 5/5" in text
 
 
-def test_bench_cnn_sphere_stores_each_field_and_a_model_ties_with_itself(tmp_path):
-    """End to end on a tiny data set: bench_cnn_sphere.py's JSON carries each test field's metrics (their mean is
-    the table's), and compare_stages.py pairs a model with itself: every ratio 1, nothing fell."""
+def tiny_model(data: Path, out: Path, seed: int = 0) -> Path:
+    """A 4-filter network trained for one epoch on ``data``, exported as a model file."""
     import lightning as L
 
     from diffnorm.datamodules import NormalizationDataModule
     from diffnorm.pretrained import export_checkpoint
     from diffnorm.trainers import NormalizationTask
     from diffnorm.trainers.cli import LatestCheckpoint
-    from tests.conftest import make_tiny_dataset
 
-    data = make_tiny_dataset(tmp_path / "te-tiny", splits={"train": 2, "val": 1, "test": 2})
     channels = ["mask", "distance", "sf_diff_x", "sf_diff_y", "analytic_sf"]
-    L.seed_everything(0)
+    L.seed_everything(seed)
     dm = NormalizationDataModule(str(data), channels=channels, target="log_ratio_images", patch_size=8,
                                  samples_per_epoch=4, batch_size=4)
     task = NormalizationTask("cnn", {"filters": 4, "blocks": 1, "skip": "v2"}, channels=channels,
                              target="log_ratio_images")
-    last = LatestCheckpoint(dirpath=str(tmp_path / "run"))
+    last = LatestCheckpoint(dirpath=str(out / "run"))
     L.Trainer(max_epochs=1, logger=False, callbacks=[last], accelerator="cpu", enable_progress_bar=False,
               enable_model_summary=False).fit(task, dm)
-    model = export_checkpoint(tmp_path / "run" / "last.ckpt", tmp_path / "m.pt")
+    return export_checkpoint(out / "run" / "last.ckpt", out / "m.pt")
+
+
+def test_bench_cnn_sphere_stores_each_field_and_a_model_ties_with_itself(tmp_path):
+    """End to end on a tiny data set: bench_cnn_sphere.py's JSON carries each test field's metrics (their mean is
+    the table's), and compare_stages.py pairs a model with itself: every ratio 1, nothing fell."""
+    from tests.conftest import make_tiny_dataset
+
+    data = make_tiny_dataset(tmp_path / "te-tiny", splits={"train": 2, "val": 1, "test": 2})
+    model = tiny_model(data, tmp_path)
     out = tmp_path / "r.md"
     subprocess.run([sys.executable, str(BENCH / "bench_cnn_sphere.py"), "--model", str(model), "--test-dirs",
                     str(data), "--randomized-fields", "0", "--tta", "flips", "-o", str(out)],
@@ -145,3 +151,40 @@ def test_bench_cnn_sphere_stores_each_field_and_a_model_ties_with_itself(tmp_pat
     r = compare_stages.compare([res], [res])
     assert r["fell"] == 0 and r["of"] == 3 and r["ship"] is None  # one group: fewer metrics than the rule counts
     assert all(x["paired"]["ratio"] == 1.0 and x["paired"]["lower"] == 0 for x in r["rows"] if x["metric"] != "q9999")
+
+
+def test_evaluate_stage_script_runs_base_and_candidate_and_compares(tmp_path):
+    """benchmarks/evaluate_stage.sh on tiny validation, test, stress and held-out sets: the base's tables are made
+    once, the candidate's beside them (randomized from the base's cache), and both comparisons written."""
+    import os
+
+    from tests.conftest import make_tiny_dataset
+
+    sets = {n: make_tiny_dataset(tmp_path / n, seed=k, splits={"train": 2, "val": 1, "test": 1})
+            for k, n in enumerate(("va-a", "te-a", "ood-a", "ho-a"))}
+    base, cand = tiny_model(sets["te-a"], tmp_path / "b", 0), tiny_model(sets["te-a"], tmp_path / "c", 1)
+    res = tmp_path / "results"
+    env = {**os.environ, "PYTHON": sys.executable, "RESULTS": str(res), "BASE": "base", "BASE_MODEL": str(base),
+           "VAL_DIRS": str(sets["va-a"]), "TEST_DIRS": str(sets["te-a"]), "RANDOMIZED": "1",
+           "ROBUSTNESS_DIRS": f"{sets['ood-a']} {sets['ho-a']}"}
+    script = str(BENCH / "evaluate_stage.sh")
+    run = subprocess.run(["bash", script, str(cand), "cand"], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    for name in ("base", "cand"):
+        for part in ("val", "test", "robustness"):
+            assert (res / f"{name}-{part}.json").exists()
+    assert json.loads((res / "cand-test.json").read_text())["results"]["randomized"]["fields"] == 1
+    assert run.stdout.count("on the test fields (the base, once)") == 1
+    text = (res / "cand-compare.md").read_text()
+    assert "| test | 1 |" in text and "| stress | 1 |" in text and "| held-out | 1 |" in text
+    assert "of 9 group metrics fell (rule: at least 7)" in text
+    assert "| validation | 1 |" in (res / "cand-val-compare.md").read_text()
+    # a second run reuses the base's tables and the randomized cache
+    again = subprocess.run(["bash", script, str(cand), "cand"], env=env, capture_output=True, text=True, check=True)
+    assert "(the base, once)" not in again.stdout, [x for x in again.stdout.splitlines() if x.startswith("==")]
+    assert f"randomized {sets['te-a']}" not in again.stdout
+    wrong = subprocess.run(["bash", script, str(cand)], env=env, capture_output=True, text=True)
+    assert wrong.returncode == 2 and "usage" in wrong.stderr
+    missing = subprocess.run(["bash", script, str(cand), "x"], env={**env, "TEST_DIRS": str(tmp_path / "none")},
+                             capture_output=True, text=True)
+    assert missing.returncode == 2 and "none is missing" in missing.stderr

@@ -99,10 +99,9 @@ def group_means(results: list[dict], row: str, fields: dict | None, counts: dict
 
 
 def paired(base: dict, new: dict, metric: str) -> dict[str, dict]:
-    """Per group: geometric mean of new/base over the fields both have, its standard error (of the log) and
-    how many fields fell."""
+    """Per group: geometric mean of new/base over the fields, its standard error (of the log) and how many fell."""
     logs: dict[str, list[float]] = {}
-    for key in sorted(set(base) & set(new)):
+    for key in sorted(base):
         logs.setdefault(group_of(key[0]), []).append(float(np.log(new[key][metric] / base[key][metric])))
     out = {}
     for g, v in logs.items():
@@ -122,7 +121,12 @@ def compare(base: list[dict], new: list[dict], row: str = "cnn", need: int = 7) 
     for g in mb:
         if mb[g]["fields"] != mn[g]["fields"]:
             raise ValueError(f"group {g}: {mb[g]['fields']} fields against {mn[g]['fields']}: not the same fields")
-    pairs = {k: paired(fb, fn, k) for k in ("max", "mean")} if fb is not None and fn is not None else {}
+    pairs = {}
+    if fb is not None and fn is not None:
+        if set(fb) != set(fn):
+            odd = sorted(set(fb) ^ set(fn))[0]
+            raise ValueError(f"field {odd[0]}[{odd[1]}] is on one side only: not the same fields")
+        pairs = {k: paired(fb, fn, k) for k in METRICS}
     rows, fell = [], 0
     for g in sorted(mb, key=lambda g: GROUP_ORDER.index(g)):
         for k in METRICS:

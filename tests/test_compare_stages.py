@@ -85,6 +85,10 @@ def test_different_fields_or_rows_are_refused(tmp_path):
     fewer["fields"] = [f for f in fewer["fields"] if f["path"] != "te-a/2"]
     with pytest.raises(ValueError, match="group test: 5 fields against 4"):
         compare_stages.compare([base], [fewer])
+    renamed = json.loads(json.dumps(base))
+    renamed["fields"][0]["index"] = 7  # as many fields, one of them another
+    with pytest.raises(ValueError, match=r"field te-a\[(0|7)\] is on one side only"):
+        compare_stages.compare([base], [renamed])
     with pytest.raises(ValueError, match="no row 'bogus'"):
         compare_stages.compare([base], [base], row="bogus")
     bad = tmp_path / "bad.json"
@@ -150,7 +154,7 @@ def test_bench_cnn_sphere_stores_each_field_and_a_model_ties_with_itself(tmp_pat
         assert np.mean([f[row]["max"] for f in res["fields"]]) == pytest.approx(res["results"][row]["max"])
     r = compare_stages.compare([res], [res])
     assert r["fell"] == 0 and r["of"] == 3 and r["ship"] is None  # one group: fewer metrics than the rule counts
-    assert all(x["paired"]["ratio"] == 1.0 and x["paired"]["lower"] == 0 for x in r["rows"] if x["metric"] != "q9999")
+    assert all(x["paired"]["ratio"] == 1.0 and x["paired"]["lower"] == 0 for x in r["rows"])
 
 
 def test_evaluate_stage_script_runs_base_and_candidate_and_compares(tmp_path):

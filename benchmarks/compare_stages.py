@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -65,12 +66,7 @@ def field_table(results: list[dict], row: str) -> dict[tuple[str, int], dict[str
 
 def set_counts(fields: dict | None) -> dict[str, int]:
     """Fields per data set, from the per-field records (empty without them)."""
-    if fields is None:
-        return {}
-    counts: dict[str, int] = {}
-    for s, _ in fields:
-        counts[s] = counts.get(s, 0) + 1
-    return counts
+    return dict(Counter(s for s, _ in fields)) if fields is not None else {}
 
 
 def group_means(results: list[dict], row: str, fields: dict | None, counts: dict[str, int]) -> dict[str, dict]:

@@ -211,6 +211,44 @@ def test_warm_start_copies_the_weights_and_refuses_another_model(tiny, tmp_path)
                           init_weights=last)
 
 
+@pytest.mark.parametrize("refit", [False, True])
+def test_warm_start_keeps_the_source_standardization(tiny, tmp_path, refit):
+    """A warm start on other fields predicts exactly the source model's γ before its first step: the data module
+    standardizes the new fields with the loaded model's statistics. Refitting them (``refit_standardization``,
+    the behaviour before) moves the prediction: the check can fail."""
+    _fit(tiny, tmp_path / "a", 2)
+    last = str(tmp_path / "a" / "last.ckpt")
+    source, meta = load_model(last)
+    other = make_tiny_dataset(tmp_path / "other", seed=5, splits={"train": 1, "val": 1, "test": 1})
+    dm = NormalizationDataModule(str(other), channels=CHANNELS, target="log_ratio_analytic", patch_size=8,
+                                 samples_per_epoch=8, batch_size=4)
+    warm = NormalizationTask("cnn", SMALL, channels=CHANNELS, target="log_ratio_analytic", init_weights=last,
+                             refit_standardization=refit)
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, accelerator="cpu", devices=1)
+    trainer.validate(warm, dm, verbose=False)
+    trainer.save_checkpoint(tmp_path / "warm.ckpt")
+    model, warm_meta = load_model(tmp_path / "warm.ckpt")
+    refitted = NormalizationDataModule(str(other), channels=CHANNELS, target="log_ratio_analytic")
+    refitted.setup("fit")
+    expected = refitted.state_dict() if refit else {"input_transform": meta["input_transform"],
+                                                     "target_transform": meta["target_transform"]}
+    assert warm_meta["input_transform"] == expected["input_transform"]
+    assert {k: warm_meta["target_transform"][k] for k in ("mean", "std")} == {
+        k: expected["target_transform"][k] for k in ("mean", "std")}
+    assert meta["target_transform"]["mean"] != refitted.target_transform.mean  # the two units do differ
+    item = NormalizationDataset(str(other), "test")[0]
+    grid = grid_from_fields(item)
+    before = predict_gamma(source, meta, grid, item["steps"])
+    after = predict_gamma(model, warm_meta, grid, item["steps"])
+    ocean = grid.mask
+    rel = np.abs(after[ocean] / before[ocean] - 1)
+    if refit:
+        assert rel.max() > 1e-3, rel.max()
+    else:
+        assert rel.max() < 1e-6, rel.max()
+
+
 @pytest.mark.parametrize("grow", [{"filters": 12}, {"blocks": 3, "dilations": [1, 1, 1, 1, 1, 2, 2]},
                                   {"filters": 12, "blocks": 4}])
 def test_warm_start_grows_a_smaller_cnn(tiny, tmp_path, grow):

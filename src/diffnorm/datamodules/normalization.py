@@ -404,6 +404,23 @@ class NormalizationDataModule(L.LightningDataModule):
         if stage in (None, "test") and "test" not in self.fields:
             self.fields["test"] = self._load("test", self.test_dirs)
 
+    def use_standardization(self, input_transform: dict, target_transform: dict) -> None:
+        """Standardize with these statistics (``to_dict`` of an :class:`InputTransform` / :class:`TargetTransform`,
+        a trained model's) instead of those fitted on the training fields: what a warm start needs, since the
+        loaded weights only compute the same γ in the units they were trained in. The transforms are changed in
+        place (the fields and patch sets refer to them; they standardize on use), ``exact_small`` stays this
+        module's."""
+        if list(input_transform["channels"]) != list(self.channels) or target_transform["kind"] != self.target:
+            raise ValueError(f"standardization for channels/target {input_transform['channels']}/"
+                             f"{target_transform['kind']} cannot serve this data module's "
+                             f"{self.channels}/{self.target}")
+        if input_transform.get("mean") is None or input_transform.get("std") is None:
+            raise ValueError("the input standardization to keep was never fitted (no mean/std)")
+        self.input_transform.mean = np.asarray(input_transform["mean"], np.float64)
+        self.input_transform.std = np.asarray(input_transform["std"], np.float64)
+        self.target_transform.mean = float(target_transform["mean"])
+        self.target_transform.std = float(target_transform["std"])
+
     @property
     def periodic_x(self) -> bool:
         return bool(self.fields["train"][0].periodic_x)

@@ -64,6 +64,20 @@ class PackedDataModule(NormalizationDataModule):
         return out
 
 
+def parse_override(text: str) -> dict:
+    """``--override`` as JSON when it is JSON (so ``3e-4`` is a number), else as YAML (where PyYAML, YAML 1.1,
+    reads ``3e-4`` as text and only ``3.0e-4`` as a number)."""
+    try:
+        out = json.loads(text)
+    except json.JSONDecodeError:
+        out = yaml.safe_load(text)
+    if out is None:
+        return {}
+    if not isinstance(out, dict):
+        raise SystemExit(f"--override must be a mapping (JSON or YAML), got {text!r}")
+    return out
+
+
 def time_forward(model: torch.nn.Module, shape: tuple[int, ...], repeat: int = 20) -> dict:
     """Milliseconds of the network's forward pass on one whole field of ``shape`` (C, ny, nx), batch 1 and batch 4
     (the four mirror images of test-time augmentation), on the device the model is on. The cost does not depend
@@ -117,7 +131,7 @@ def main() -> None:
         return
     if not (a.config and a.pack and a.out):
         p.error("config, pack and out are required (unless --time-only)")
-    cfg = merge(yaml.safe_load(open(a.config)), yaml.safe_load(a.override) or {})
+    cfg = merge(yaml.safe_load(open(a.config)), parse_override(a.override))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.get("seed_everything", 0))

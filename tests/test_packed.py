@@ -84,3 +84,17 @@ def test_time_only_times_a_model_without_data(packed, monkeypatch, capsys):
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["device"] == "cpu" and set(result["forward_ms"]) == {"batch1", "batch4"}
     assert all(v > 0 for v in result["forward_ms"].values())
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('{"model": {"lr": 3e-4}}', {"model": {"lr": 3e-4}}),  # JSON: a number, where YAML 1.1 would give text
+    ("model: {lr: 3.0e-4, model_kwargs: {filters: 64}}", {"model": {"lr": 3e-4, "model_kwargs": {"filters": 64}}}),
+    ("", {}),
+])
+def test_override_reads_json_numbers_as_numbers(text, expected):
+    assert train_packed.parse_override(text) == expected
+
+
+def test_override_that_is_not_a_mapping_is_refused():
+    with pytest.raises(SystemExit, match="mapping"):
+        train_packed.parse_override("[1, 2]")

@@ -211,6 +211,17 @@ def test_warm_start_copies_the_weights_and_refuses_another_model(tiny, tmp_path)
                           init_weights=last)
 
 
+@pytest.mark.parametrize("kwargs, message", [
+    ({"lr": "3e-4"}, "lr must be a positive number, got '3e-4' .YAML 1.1"),  # what PyYAML makes of 3e-4
+    ({"lr": 0.0}, "lr must be a positive number"),
+    ({"lr": float("nan")}, "lr must be a positive number"),
+    ({"weight_decay": -1e-4}, "weight_decay must be a non-negative number"),
+])
+def test_bad_rates_get_a_named_error(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        NormalizationTask("cnn", SMALL, channels=CHANNELS, target="log_ratio_analytic", **kwargs)
+
+
 @pytest.mark.parametrize("refit", [False, True])
 def test_warm_start_keeps_the_source_standardization(tiny, tmp_path, refit):
     """A warm start on other fields predicts exactly the source model's γ before its first step: the data module

@@ -71,6 +71,15 @@ class TimeAwareCosine:
         return factor
 
 
+def _check_number(name: str, value: Any, positive: bool = False) -> None:
+    """A named error for a rate that is not a real number: PyYAML (YAML 1.1) reads ``3e-4`` without a dot as
+    the string ``"3e-4"``, which would otherwise fail deep inside the optimizer."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0 \
+            or (positive and value == 0):
+        hint = " (YAML 1.1 reads 3e-4 as text: write 3.0e-4)" if isinstance(value, str) else ""
+        raise ValueError(f"{name} must be a {'positive' if positive else 'non-negative'} number, got {value!r}{hint}")
+
+
 class NormalizationTask(L.LightningModule):
     """Args:
         model: ``"cnn"`` or ``"unet"``; ``model_kwargs`` go to its constructor (``in_channels`` is set from
@@ -114,6 +123,8 @@ class NormalizationTask(L.LightningModule):
                  init_weights: str | None = None, refit_standardization: bool = False):
         super().__init__()
         channels = list(channels) if channels is not None else list(STUDY_CHANNELS)
+        _check_number("lr", lr, positive=True)
+        _check_number("weight_decay", weight_decay)
         self.save_hyperparameters()
         self.hparams.channels = channels
         kw = dict(model_kwargs or {})

@@ -98,3 +98,19 @@ def test_override_reads_json_numbers_as_numbers(text, expected):
 def test_override_that_is_not_a_mapping_is_refused():
     with pytest.raises(SystemExit, match="mapping"):
         train_packed.parse_override("[1, 2]")
+
+
+def test_pack_fit_pairs_models_on_the_training_fields(packed):
+    pack_fit = pytest.importorskip("pack_fit")
+    tmp, _ = packed
+    ckpt = str(tmp / "run" / "last.ckpt")  # written by test_train_packed_writes_a_checkpoint_that_loads_weights_only
+    if not Path(ckpt).exists():
+        pytest.skip("needs the checkpoint of the train_packed test")
+    tables = pack_fit.score(str(tmp / "fields.npz"), [ckpt, ckpt], every=1)
+    assert len(tables[0]) == 2  # the pack's two training fields
+    assert tables[0] == tables[1]  # the same model: the same errors
+    text = pack_fit.markdown(["a", "b"], tables, 1)
+    # both rows are a model against itself: ratio 1 on each of the 3 metrics, no field lower
+    assert text.count("1.0000 ± 0.0000 | 0/2") == 6
+    with pytest.raises(ValueError, match="every"):
+        next(pack_fit.training_fields(str(tmp / "fields.npz"), 0))

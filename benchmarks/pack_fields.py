@@ -36,6 +36,23 @@ def add_field(arrays: dict, index: dict, grids: dict, split: str, item: dict, **
                          "periodic_y": item["periodic_y"], "path": item["path"], **extra})
 
 
+def read_fields(pack: str | os.PathLike, split: str, every: int = 1):
+    """The fields of one split of a pack (every ``every``-th), the inverse of :func:`add_field`: dicts of float64
+    ``mask``, ``diff_x``, ``diff_y``, ``gamma``, the ``area``, ``steps``, periodicity and ``path``. Each grid is
+    decompressed once, not once per field."""
+    if every < 1:
+        raise ValueError(f"every must be at least 1, got {every}")
+    with np.load(pack) as z:
+        index = json.loads(bytes(z["index"]).decode())[split][::every]
+        grids = {g: {"mask": z[g + "_mask"].astype(np.float64), "area": z[g + "_area"]}
+                 for g in {e["grid"] for e in index}}
+        for e in index:
+            yield {**grids[e["grid"]],
+                   **{n: z[f"{e['key']}_{n}"].astype(np.float64) for n in ("diff_x", "diff_y", "gamma")},
+                   "steps": e["steps"], "periodic_x": e["periodic_x"], "periodic_y": e["periodic_y"],
+                   "path": e["path"]}
+
+
 def save_npz_atomic(path: str | os.PathLike, arrays: dict[str, np.ndarray], compress: bool = True) -> None:
     """``np.savez`` under a temporary name, then renamed: a killed run never leaves half a file under ``path``."""
     path = os.path.abspath(path)

@@ -12,7 +12,6 @@ model / first model, its standard error and how many fields fell.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # compare_stages.py, beside this file
 from compare_stages import paired  # noqa: E402
+from pack_fields import read_fields  # noqa: E402
 
 from diffnorm.metrics import sample_metrics  # noqa: E402
 from diffnorm.pretrained import load_model, predict_gamma  # noqa: E402
@@ -29,15 +29,8 @@ METRICS = ("max", "mean", "rmse")
 
 
 def training_fields(pack: str, every: int = 1):
-    """The pack's training fields (every ``every``-th): dicts for ``grid_from_fields``, with ``gamma``, ``steps``."""
-    if every < 1:
-        raise ValueError(f"--every must be at least 1, got {every}")
-    with np.load(pack) as z:
-        index = json.loads(bytes(z["index"]).decode())["train"]
-        for e in index[::every]:
-            yield {"mask": z[e["grid"] + "_mask"].astype(np.float64), "area": z[e["grid"] + "_area"],
-                   **{n: z[f"{e['key']}_{n}"].astype(np.float64) for n in ("diff_x", "diff_y", "gamma")},
-                   "steps": e["steps"], "periodic_x": e["periodic_x"], "periodic_y": e["periodic_y"]}
+    """The pack's training fields (every ``every``-th), as :func:`pack_fields.read_fields` gives them."""
+    return read_fields(pack, "train", every)
 
 
 def score(pack: str, models: list[str], every: int = 1) -> list[dict[tuple[str, int], dict[str, float]]]:

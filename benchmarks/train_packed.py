@@ -17,20 +17,23 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
 import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
-from diffnorm.datamodules import NormalizationDataModule
-from diffnorm.datamodules.normalization import Field
-from diffnorm.trainers import NormalizationTask
-from diffnorm.trainers.callbacks import LatestCheckpoint
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # pack_fields.py, beside this file
+from pack_fields import read_fields  # noqa: E402
+
+from diffnorm.datamodules import NormalizationDataModule  # noqa: E402
+from diffnorm.datamodules.normalization import Field  # noqa: E402
+from diffnorm.trainers import NormalizationTask  # noqa: E402
+from diffnorm.trainers.callbacks import LatestCheckpoint  # noqa: E402
 
 
 def merge(base: dict, extra: dict) -> dict:
@@ -49,17 +52,7 @@ class PackedDataModule(NormalizationDataModule):
         self.pack = pack
 
     def _load(self, split: str, dirs) -> list:
-        with np.load(self.pack) as z:
-            index = json.loads(bytes(z["index"]).decode())[split]
-            grids = {g: {"mask": z[g + "_mask"].astype(np.float64), "area": z[g + "_area"]}
-                     for g in {e["grid"] for e in index}}  # each grid decompressed once, not once per field
-            out = []
-            for e in index:
-                item = {**grids[e["grid"]],
-                        **{n: z[f"{e['key']}_{n}"].astype(np.float64) for n in ("diff_x", "diff_y", "gamma")},
-                        "steps": e["steps"], "periodic_x": e["periodic_x"], "periodic_y": e["periodic_y"],
-                        "path": e["path"]}
-                out.append(Field(item, self.input_transform, self.target_transform))
+        out = [Field(item, self.input_transform, self.target_transform) for item in read_fields(self.pack, split)]
         self.steps = out[0].steps
         return out
 

@@ -114,3 +114,59 @@ def test_pack_fit_pairs_models_on_the_training_fields(packed):
     assert text.count("1.0000 ± 0.0000 | 0/2") == 6
     with pytest.raises(ValueError, match="every"):
         next(pack_fit.training_fields(str(tmp / "fields.npz"), 0))
+
+
+def _synthetic_batch_gradients(rng, k, batch_size, signal, sigma):
+    """k batch gradients of batch_size patches: a fixed signal plus the mean of batch_size patches' N(0, σ²) noise."""
+    return signal + rng.normal(0.0, sigma / np.sqrt(batch_size), size=(k, signal.size))
+
+
+def test_noise_scale_recovers_a_known_noise_scale():
+    noise_scale = pytest.importorskip("noise_scale")
+    rng = np.random.default_rng(0)
+    signal = rng.normal(size=400)
+    sigma = 3.0
+    truth = signal.size * sigma**2 / float(signal @ signal)  # B_simple = tr(Σ)/|G|², about 9 patches
+    estimates, errors = [], []
+    for _ in range(40):
+        out = noise_scale.noise_scale(_synthetic_batch_gradients(rng, 60, 4, signal, sigma), 4)
+        estimates.append(out["b_simple"])
+        errors.append(out["b_simple_se"])
+        assert out["batches"] == 60 and out["batch_size"] == 4
+    estimates = np.array(estimates)
+    # unbiased to within the scatter of 40 repetitions, and the jackknife error matches that scatter
+    assert abs(estimates.mean() - truth) < 3 * estimates.std(ddof=1) / np.sqrt(len(estimates))
+    assert 0.7 < np.mean(errors) / estimates.std(ddof=1) < 1.4
+    # the noise trace is tr(Σ) of one patch, and the signal share |G|²/(|G|² + tr(Σ)/b) = 1/(1 + B/b)
+    assert out["noise_trace"] == pytest.approx(signal.size * sigma**2, rel=0.05)
+    assert out["signal_share"] == pytest.approx(1 / (1 + truth / 4), rel=0.1)
+
+
+def test_noise_scale_refuses_too_few_batches_and_bad_sizes():
+    noise_scale = pytest.importorskip("noise_scale")
+    with pytest.raises(ValueError, match="at least 3 batch gradients"):
+        noise_scale.noise_scale(np.ones((2, 5)), 4)
+    with pytest.raises(ValueError, match="at least 3 batch gradients"):
+        noise_scale.noise_scale(np.ones(5), 4)
+    with pytest.raises(ValueError, match="batch_size"):
+        noise_scale.noise_scale(np.ones((3, 5)), 0)
+
+
+def test_noise_scale_script_measures_a_model_on_a_pack(packed, monkeypatch, capsys):
+    noise_scale = pytest.importorskip("noise_scale")
+    tmp, config = packed
+    ckpt = tmp / "run" / "last.ckpt"  # written by test_train_packed_writes_a_checkpoint_that_loads_weights_only
+    if not ckpt.exists():
+        pytest.skip("needs the checkpoint of the train_packed test")
+    results = []
+    for name in ("a.json", "b.json"):
+        monkeypatch.setattr(sys, "argv", ["noise_scale", str(config), str(tmp / "fields.npz"), "--init-weights",
+                                          str(ckpt), "--batches", "4", "-o", str(tmp / name)])
+        noise_scale.main()
+        results.append(json.loads((tmp / name).read_text()))
+    out = results[0]
+    model, _ = load_model(ckpt)
+    assert out["batches"] == 4 and out["parameters"] == sum(p.numel() for p in model.parameters())
+    assert out["noise_trace"] > 0 and np.isfinite(out["grad_norm2"]) and out["mean_loss"] > 0
+    # seeded patches at fixed weights: the same gradients, so the same estimate, twice
+    assert {k: v for k, v in results[1].items() if k != "seconds"} == {k: v for k, v in out.items() if k != "seconds"}

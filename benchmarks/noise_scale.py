@@ -116,15 +116,10 @@ def main() -> None:
     model_cfg = dict(cfg["model"], init_weights=a.init_weights)
     model_cfg.pop("compile", None)  # one gradient per batch: compiling would cost more than it saves
     task = NormalizationTask(channels=dm.channels, target=dm.target, **model_cfg)
-    dm.margin = int(task.model.margin)  # what NormalizationTask.setup does under a Trainer
-    dm.setup("fit")
-    if task._kept_standardization is not None:
-        dm.use_standardization(*task._kept_standardization)
-    task.target_tf, task.input_tf = dm.target_transform, dm.input_transform
-    task.model.periodic_x, task.model.periodic_y, task.model.closed = dm.periodic_x, dm.periodic_y, dm.closed
+    task.attach_datamodule(dm, "fit")  # what NormalizationTask.setup does under a Trainer
     t0 = time.perf_counter()
     grads, losses = batch_gradients(task, dm, a.batches)
-    out = noise_scale(grads, int(data_cfg.get("batch_size", 1)))
+    out = noise_scale(grads, int(dm.batch_size))
     out.update(weights=a.init_weights, mean_loss=float(np.mean(losses)), seconds=time.perf_counter() - t0,
                parameters=int(grads.shape[1]))
     print(json.dumps(out, indent=1))

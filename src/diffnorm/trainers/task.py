@@ -190,8 +190,13 @@ class NormalizationTask(L.LightningModule):
     # -- data link ------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if dm is None:
-            return
+        if dm is not None:
+            self.attach_datamodule(dm, stage)
+
+    def attach_datamodule(self, dm, stage: str) -> None:
+        """Link the task and ``dm`` as a Trainer's ``setup`` does: the margin, the data, the kept or fitted
+        standardizations, periodicity and the meta. Public so that tools working without a Trainer (e.g.
+        ``benchmarks/noise_scale.py``) see exactly the training run's batches."""
         if list(dm.channels) != list(self.hparams.channels) or dm.target != self.hparams.target:
             raise ValueError(f"data module channels/target {dm.channels}/{dm.target} differ from the model's "
                              f"{self.hparams.channels}/{self.hparams.target}")

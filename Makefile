@@ -1,7 +1,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup test lint bench bench-normalization bench-generation bench-inference bench-cnn bench-robustness bench-latitude bench-bias bench-spread plot-stages print-robustness-sets evaluate-stage
+.PHONY: setup test lint bench bench-normalization bench-generation bench-inference bench-cnn bench-robustness bench-latitude bench-bias bench-spread plot-stages print-robustness-sets evaluate-stage restore-weights
 
 setup:
 	python3 -m venv $(VENV)
@@ -37,6 +37,10 @@ ROBUSTNESS_SETS = data/ood-const1 data/ood-const4 data/ood-const8 data/ood-iso-r
 # a candidate stage against the shipped model: make evaluate-stage MODEL=runs/x/last.pt NAME=stage34
 evaluate-stage:
 	bash benchmarks/evaluate_stage.sh $(MODEL) $(NAME)
+
+# the archived weights of superseded and unshipped stages, from the git history: make restore-weights [NAMES="stage31 stage32"]
+restore-weights:
+	$(PY) benchmarks/restore_weights.py $(if $(NAMES),$(NAMES),--all)
 
 # the robustness sets, for scripts (benchmarks/evaluate_stage.sh)
 print-robustness-sets:

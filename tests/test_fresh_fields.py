@@ -173,3 +173,29 @@ def test_the_gpu_stage_config_starts_as_the_shipped_model_grown_to_128_filters()
     x = torch.randn(1, 6, 24, 40, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(task.model.eval()(x), shipped(x), rtol=1e-4, atol=1e-5)
+
+
+def test_the_gpu_stage_script_runs_end_to_end_on_the_cpu(sets, tmp_path):
+    """benchmarks/gpu_stage.sh, the one command a lent GPU gets, with its real config shrunk by OVERRIDE: plan ->
+    fields -> training -> a slim model file and the logs in OUT, which diffnorm loads (a dry run of its plumbing)."""
+    tmp, config = sets
+    fresh_fields.make_plan([str(config)], tmp_path / "plan.npz", seed_offset=3000)
+    override = {"model": {"init_weights": None, "model_kwargs": {"blocks": 1, "dilations": None}},
+                "trainer": {"max_steps": 2, "accelerator": "cpu", "benchmark": False},
+                "data": {**DATA, "num_workers": 0, "patches_on_device": False}}
+    env = {"PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin", "HOME": str(tmp_path),
+           "OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "work"), "PLAN": str(tmp_path / "plan.npz"),
+           "FILTERS": "4", "WORKERS": "1", "REPEAT": "0", "MAX_TIME": "00:00:05:00", "PYTHON": sys.executable,
+           "OVERRIDE": json.dumps(override)}
+    run = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_stage.sh")], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    out = tmp_path / "out"
+    assert {p.name for p in out.iterdir()} == {"generate.log", "train.log", "last.pt", "last.json", "metrics.csv",
+                                            "summary.json"}  # at most 8 files come back from a device run
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 2 and summary["config"]["model"]["model_kwargs"]["filters"] == 4
+    from diffnorm.pretrained import load_model
+
+    model, meta = load_model(out / "last.pt")
+    assert model.input_layer.conv.out_channels == 4 and meta["channels"] == DATA["channels"]

@@ -95,3 +95,29 @@ def test_learning_curves_of_stages_with_reference_lines(tmp_path):
     assert out.read_bytes()[:8] == PNG
     assert main(["plot", "curves", *logs, "--reference", "no value", "-o", str(tmp_path / "x.png")]) == 1
     assert not (tmp_path / "x.png").exists()
+
+
+def test_learning_curves_of_separate_runs_are_overlaid_from_step_zero(tmp_path, monkeypatch):
+    """--runs: each log keeps its own steps (stages are shifted), one colour a run, one label a run and metric."""
+    import diffnorm.plots as plots
+
+    logs = []
+    for name, n in (("a", 30), ("b", 20)):
+        _stage_log(n).to_csv(tmp_path / f"{name}.csv", index=False)
+        logs.append(str(tmp_path / f"{name}.csv"))
+    figures = []
+    real_save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or real_save(fig, path))
+    out = tmp_path / "runs.png"
+    assert main(["plot", "curves", *logs, "--runs", "a", "b", "--keys", "val_eps_max", "train_loss_step",
+                 "--reference", "goal=0.01", "-o", str(out)]) == 0
+    assert out.read_bytes()[:8] == PNG
+    lines = {ln.get_label(): ln for ax in figures[0].axes for ln in ax.get_lines()}
+    assert lines["a: val_eps_max"].get_xdata().tolist() == [29]
+    assert lines["b: val_eps_max"].get_xdata().tolist() == [19]  # joined as a stage it would be 49
+    assert lines["b: train_loss_step"].get_xdata().tolist() == list(range(20))
+    assert lines["a: val_eps_max"].get_color() != lines["b: val_eps_max"].get_color()
+    assert lines["a: val_eps_max"].get_color() == lines["a: train_loss_step"].get_color()
+    assert "goal" in lines
+    with pytest.raises(ValueError, match="1 run name"):
+        plots.plot_learning_curves(logs, tmp_path / "x.png", runs=["a"])

@@ -155,6 +155,13 @@ def read_lightning_csv(path: str | os.PathLike):
     return df
 
 
+def pd_is_numeric(column) -> bool:
+    """Whether a data frame column holds numbers (pandas' own test: its string dtypes are not NumPy's)."""
+    from pandas.api.types import is_numeric_dtype
+
+    return bool(is_numeric_dtype(column))
+
+
 def join_stages(logs: Sequence[pd.DataFrame]) -> tuple[pd.DataFrame, list[int]]:
     """Logs of consecutive training stages (warm restarts) end to end: ``step`` and ``epoch`` continue.
 
@@ -182,21 +189,31 @@ def join_stages(logs: Sequence[pd.DataFrame]) -> tuple[pd.DataFrame, list[int]]:
 
 def plot_learning_curves(metrics_csv: str | os.PathLike | Sequence[str | os.PathLike], path: str | os.PathLike,
                          keys: Sequence[str] | None = None, x: str | None = None,
-                         title: str = "learning curves", reference: dict[str, float] | None = None) -> Path:
+                         title: str = "learning curves", reference: dict[str, float] | None = None,
+                         runs: Sequence[str] | None = None) -> Path:
     """Every logged metric (or ``keys``) against ``step`` (or ``epoch``), on a log scale when positive.
 
     Lightning's CSV logger writes one row per logging call with blanks elsewhere: each curve keeps
     only its own non-empty rows. Several logs are consecutive stages (warm restarts) joined end to
-    end (:func:`join_stages`; dotted lines mark the restarts). ``reference`` draws horizontal lines in
-    the metrics panel, e.g. ``{"randomized N=1e4 ε_max": 0.059}``.
+    end (:func:`join_stages`; dotted lines mark the restarts), unless ``runs`` names them: then they are
+    separate runs drawn over each other from step 0, one colour a run and one line style a metric.
+    ``reference`` draws horizontal lines in the metrics panel, e.g. ``{"randomized N=1e4 ε_max": 0.059}``.
     """
     plt = _plt()
     paths = [metrics_csv] if isinstance(metrics_csv, (str, os.PathLike)) else list(metrics_csv)
-    df, starts = join_stages([read_lightning_csv(p) for p in paths])
+    logs = [read_lightning_csv(p) for p in paths]
+    if runs is not None and len(runs) != len(paths):
+        raise ValueError(f"{len(runs)} run name(s) for {len(paths)} log(s): give one name a log")
+    if runs is not None:
+        import pandas as pd
+
+        df, starts = pd.concat([d.assign(run=r) for d, r in zip(logs, runs, strict=True)], ignore_index=True), []
+    else:
+        df, starts = join_stages(logs)
     x = x or ("step" if "step" in df else "epoch" if "epoch" in df else None)
     if x is None:
         raise ValueError("metrics.csv has neither a 'step' nor an 'epoch' column")
-    columns = [c for c in df.columns if c not in ("step", "epoch") and np.issubdtype(df[c].dtype, np.number)]
+    columns = [c for c in df.columns if c not in ("step", "epoch", "run") and pd_is_numeric(df[c])]
     if keys:
         missing = [k for k in keys if k not in df.columns]
         if missing:
@@ -210,19 +227,23 @@ def plot_learning_curves(metrics_csv: str | os.PathLike | Sequence[str | os.Path
     if reference and "metrics" not in groups:
         groups["metrics"] = []
     fig, axes = plt.subplots(1, len(groups), figsize=(6.5 * len(groups), 4), squeeze=False)
+    styles = ["-", "--", "-.", (0, (5, 1, 1, 1, 1, 1))]
     for ax, (name, cols) in zip(axes[0], groups.items(), strict=True):
         positive = True
-        for c in cols:
-            d = df[[x, c]].dropna()
-            if d.empty:
-                continue
-            positive &= bool((d[c] > 0).all())
-            noisy = c.endswith("_step")  # per-step values: faint, behind the epoch and validation curves
-            ax.plot(d[x], d[c], ".-" if len(d) < 50 else "-", label=c, alpha=0.35 if noisy else 1.0,
-                    lw=0.8 if noisy else 1.5, zorder=1 if noisy else 2)
+        for j, c in enumerate(cols):
+            for r, run in enumerate(runs or [None]):
+                d = (df if run is None else df[df["run"] == run])[[x, c]].dropna()
+                if d.empty:
+                    continue
+                positive &= bool((d[c] > 0).all())
+                noisy = c.endswith("_step")  # per-step values: faint, behind the epoch and validation curves
+                style = dict(color=f"C{j}", ls="-") if run is None else dict(color=f"C{r}", ls=styles[j % len(styles)])
+                ax.plot(d[x], d[c], marker="." if len(d) < 50 else None, label=c if run is None else f"{run}: {c}",
+                        alpha=0.35 if noisy else 1.0, lw=0.8 if noisy else 1.5, zorder=1 if noisy else 2, **style)
         if name == "metrics":
+            used = len(runs) if runs else len(cols)
             for k, (label, value) in enumerate((reference or {}).items()):
-                ax.axhline(value, color=f"C{len(cols) + k}", ls=":", label=label)
+                ax.axhline(value, color=f"C{used + k}", ls=":", label=label)
                 positive &= value > 0
         if x == "step":
             for s in starts:

@@ -126,13 +126,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("-o", "--output", required=True, help="PNG file")
     e.set_defaults(func=_plot_error)
     c = pl_sub.add_parser("curves", help="learning curves from Lightning CSV logs (metrics.csv or its directory); "
-                          "several logs are consecutive stages (warm restarts), joined end to end")
+                          "several logs are consecutive stages (warm restarts), joined end to end, or with --runs "
+                          "separate runs drawn over each other")
     c.add_argument("log", nargs="+")
     c.add_argument("--title", default="learning curves")
     c.add_argument("--reference", nargs="+", default=None, metavar="NAME=VALUE",
                    help="horizontal lines in the metrics panel, e.g. 'randomized N=1e4 ε_max=0.059'")
     c.add_argument("--keys", nargs="+", default=None, help="columns to plot (default: all metrics)")
     c.add_argument("--x", default=None, help="step (default) or epoch")
+    c.add_argument("--runs", nargs="+", default=None, metavar="NAME",
+                   help="one name a log: the logs are separate runs, overlaid from step 0 (not joined)")
     c.add_argument("-o", "--output", required=True, help="PNG file")
     c.set_defaults(func=_plot_curves)
     pl.set_defaults(func=lambda args: (pl.print_help(), 2)[1])
@@ -258,6 +261,7 @@ def _plot_curves(args: argparse.Namespace) -> int:
         if not name or number is None:
             raise ValueError(f"--reference {item!r}: expected NAME=VALUE with a number after the last '='")
         reference[name] = number
-    out = plot_learning_curves(args.log, args.output, keys=args.keys, x=args.x, title=args.title, reference=reference)
+    out = plot_learning_curves(args.log, args.output, keys=args.keys, x=args.x, title=args.title, reference=reference,
+                               runs=args.runs)
     print(f"wrote {out}")
     return 0

@@ -121,3 +121,5 @@ def test_learning_curves_of_separate_runs_are_overlaid_from_step_zero(tmp_path, 
     assert "goal" in lines
     with pytest.raises(ValueError, match="1 run name"):
         plots.plot_learning_curves(logs, tmp_path / "x.png", runs=["a"])
+    with pytest.raises(ValueError, match="must differ"):
+        plots.plot_learning_curves(logs, tmp_path / "x.png", runs=["a", "a"])

@@ -155,7 +155,7 @@ def read_lightning_csv(path: str | os.PathLike):
     return df
 
 
-def pd_is_numeric(column) -> bool:
+def _is_numeric(column) -> bool:
     """Whether a data frame column holds numbers (pandas' own test: its string dtypes are not NumPy's)."""
     from pandas.api.types import is_numeric_dtype
 
@@ -204,6 +204,8 @@ def plot_learning_curves(metrics_csv: str | os.PathLike | Sequence[str | os.Path
     logs = [read_lightning_csv(p) for p in paths]
     if runs is not None and len(runs) != len(paths):
         raise ValueError(f"{len(runs)} run name(s) for {len(paths)} log(s): give one name a log")
+    if runs is not None and len(set(runs)) != len(runs):
+        raise ValueError(f"run names must differ: {list(runs)}")
     if runs is not None:
         import pandas as pd
 
@@ -213,7 +215,7 @@ def plot_learning_curves(metrics_csv: str | os.PathLike | Sequence[str | os.Path
     x = x or ("step" if "step" in df else "epoch" if "epoch" in df else None)
     if x is None:
         raise ValueError("metrics.csv has neither a 'step' nor an 'epoch' column")
-    columns = [c for c in df.columns if c not in ("step", "epoch", "run") and pd_is_numeric(df[c])]
+    columns = [c for c in df.columns if c not in ("step", "epoch", "run") and _is_numeric(df[c])]
     if keys:
         missing = [k for k in keys if k not in df.columns]
         if missing:

@@ -84,9 +84,9 @@ def batch_gradients(task: NormalizationTask, dm: PackedDataModule, batches: int)
         loader = dm.train_dataloader()
         dm.train_set.epoch = epoch  # what NormalizationTask.on_train_epoch_start does
         for batch in loader:
-            batch = dm.on_after_batch_transfer(dm.on_before_batch_transfer(batch, 0), 0)  # as a Trainer would
             if len(rows) == batches:
                 return np.stack(rows), losses
+            batch = dm.on_after_batch_transfer(dm.on_before_batch_transfer(batch, 0), 0)  # as a Trainer would
             task.zero_grad(set_to_none=True)
             with warnings.catch_warnings():  # training_step's self.log without a Trainer: nothing to log to
                 warnings.simplefilter("ignore")

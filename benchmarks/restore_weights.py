@@ -17,12 +17,12 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
-import os
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from diffnorm.grid import write_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 INDEX = ROOT / "benchmarks" / "results" / "best-cpu" / "archived-weights.csv"
@@ -94,15 +94,7 @@ def restore(entry: ArchivedFile, root: Path = ROOT, force: bool = False) -> str:
     if digest != entry.sha256 or len(data) != entry.bytes:
         raise ValueError(f"{entry.path} at {entry.commit}: SHA-256 {digest} ({len(data)} bytes) does not match the "
                          f"index's {entry.sha256} ({entry.bytes} bytes)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(target, lambda tmp: tmp.write_bytes(data))
     return "restored"
 
 

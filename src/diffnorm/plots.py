@@ -202,16 +202,16 @@ def plot_learning_curves(metrics_csv: str | os.PathLike | Sequence[str | os.Path
     plt = _plt()
     paths = [metrics_csv] if isinstance(metrics_csv, (str, os.PathLike)) else list(metrics_csv)
     logs = [read_lightning_csv(p) for p in paths]
-    if runs is not None and len(runs) != len(paths):
-        raise ValueError(f"{len(runs)} run name(s) for {len(paths)} log(s): give one name a log")
-    if runs is not None and len(set(runs)) != len(runs):
-        raise ValueError(f"run names must differ: {list(runs)}")
-    if runs is not None:
+    if runs is None:
+        df, starts = join_stages(logs)
+    else:
+        if len(runs) != len(paths):
+            raise ValueError(f"{len(runs)} run name(s) for {len(paths)} log(s): give one name a log")
+        if len(set(runs)) != len(runs):
+            raise ValueError(f"run names must differ: {list(runs)}")
         import pandas as pd
 
         df, starts = pd.concat([d.assign(run=r) for d, r in zip(logs, runs, strict=True)], ignore_index=True), []
-    else:
-        df, starts = join_stages(logs)
     x = x or ("step" if "step" in df else "epoch" if "epoch" in df else None)
     if x is None:
         raise ValueError("metrics.csv has neither a 'step' nor an 'epoch' column")
